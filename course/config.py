@@ -1,0 +1,363 @@
+"""course.yml -> frozen dataclasses. Every error names the file, the key and the bad value.
+
+Settings are resolved here, once, into one typed object that is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from course.errors import ConfigError, UnknownAssignment
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)?\s*$")
+_DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20,
+               "GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one submission's worker (the sandbox applies what the machine allows)."""
+
+    call_timeout: float = 60.0          # default wall budget of one test's submission calls, seconds
+    submission_timeout: float = 1800.0  # wall budget of a whole submission, seconds
+    memory: int = 4 * 2**30             # address space of the worker, bytes
+    cpu_seconds: float = 1800.0         # RLIMIT_CPU of one worker
+    processes: int = 64                 # RLIMIT_NPROC for the worker's uid
+    file_size: int = 256 * 2**20        # RLIMIT_FSIZE
+    open_files: int = 256               # RLIMIT_NOFILE
+    reply_bytes: int = 256 * 2**20      # largest reply accepted from the worker
+    threads: int = 1                    # torch threads in the worker
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """Late days: ``grace`` seconds free, then ``penalty_percent`` per started ``per`` unit,
+    and zero once more than ``max_late`` units late."""
+
+    grace: float = 0.0
+    penalty_percent: float = 10.0
+    per: str = "day"                    # "day" or "hour"
+    max_late: float = 3.0               # in units of ``per``; beyond it the score is zero
+
+    @property
+    def unit_seconds(self) -> float:
+        return 86400.0 if self.per == "day" else 3600.0
+
+    def penalty_fraction(self, late_by: float) -> float:
+        """Fraction of the score lost for a submission ``late_by`` seconds after its due date."""
+        if late_by <= self.grace:
+            return 0.0
+        units = math.ceil((late_by - self.grace) / self.unit_seconds - 1e-9)
+        if units > self.max_late:
+            return 1.0
+        return min(1.0, units * self.penalty_percent / 100.0)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    slug: str
+    title: str
+    due: dt.datetime
+    points: float = 100.0
+    needs_gpu: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    submitted: Path
+    gradebook: Path
+    feedback: Path
+    exports: Path
+    assignments: Path
+    solutions: Path
+    graders: Path
+
+
+@dataclass(frozen=True)
+class Extension:
+    student: str
+    assignment: str
+    due: dt.datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Executor:
+    kind: str = "local"                 # "local" or "dask"
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class Course:
+    name: str
+    file: Path
+    paths: Paths
+    late_policy: LatePolicy
+    assignments: tuple[Assignment, ...]
+    extensions: tuple[Extension, ...] = ()
+    executor: Executor = field(default_factory=Executor)
+
+    @property
+    def slugs(self) -> list[str]:
+        return [a.slug for a in self.assignments]
+
+    def assignment(self, slug: str) -> Assignment:
+        for a in self.assignments:
+            if a.slug == slug:
+                return a
+        raise UnknownAssignment(
+            f"{self.file.name}: unknown assignment {slug!r}; known: {', '.join(self.slugs) or '(none)'}")
+
+    def select(self, slugs: list[str] | tuple[str, ...] | None) -> list[Assignment]:
+        return [self.assignment(s) for s in slugs] if slugs else list(self.assignments)
+
+    def due_for(self, student: str, slug: str) -> dt.datetime:
+        """The due date that applies to this student: an extension wins over the course's."""
+        due = self.assignment(slug).due
+        for ext in self.extensions:
+            if ext.student == student and ext.assignment == slug:
+                due = ext.due
+        return due
+
+    def with_graders(self, graders: Path) -> "Course":
+        return replace(self, paths=replace(self.paths, graders=graders.resolve()))
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+class _Ctx:
+    """Where a value came from, so that errors can say so."""
+
+    def __init__(self, file: Path):
+        self.file = file
+
+    def fail(self, key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{self.file.name}: {key}: {value!r} {why}")
+
+
+def parse_duration(value: Any, key: str, ctx: _Ctx) -> float:
+    if isinstance(value, bool):
+        raise ctx.fail(key, value, "is not a duration (use seconds or e.g. '15m', '2h', '1d')")
+    if isinstance(value, (int, float)) and value >= 0:
+        return float(value)
+    m = _DURATION_RE.match(str(value))
+    if not m:
+        raise ctx.fail(key, value, "is not a duration (use seconds or e.g. '15m', '2h', '1d')")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any, key: str, ctx: _Ctx) -> int:
+    if isinstance(value, bool):
+        raise ctx.fail(key, value, "is not a size (use bytes or e.g. '512MiB', '4GiB')")
+    if isinstance(value, int) and value > 0:
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m or float(m.group(1)) <= 0:
+        raise ctx.fail(key, value, "is not a size (use bytes or e.g. '512MiB', '4GiB')")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_datetime(value: Any, key: str, ctx: _Ctx) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        when = value
+    else:
+        try:
+            when = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ctx.fail(key, value, "is not an ISO 8601 date") from None
+    if when.tzinfo is None:
+        raise ctx.fail(key, value, "has no time zone (write e.g. 2026-10-01T23:59:00+00:00)")
+    return when
+
+
+def _mapping(value: Any, key: str, ctx: _Ctx) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.fail(key, value, "must be a mapping")
+    return value
+
+
+def _known(data: Mapping[str, Any], allowed: set[str], key: str, ctx: _Ctx) -> None:
+    for k in data:
+        if k not in allowed:
+            where = f"{key}.{k}" if key else str(k)
+            raise ctx.fail(where, data[k], f"is not a known key (known: {', '.join(sorted(allowed))})")
+
+
+def _number(value: Any, key: str, ctx: _Ctx, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0) or value < 0:
+        raise ctx.fail(key, value, "must be a positive number" if positive else "must be a number >= 0")
+    return float(value)
+
+
+def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limits:
+    _known(data, set(Limits.__dataclass_fields__), key, ctx)
+    parsers: dict[str, Callable[[Any, str, _Ctx], Any]] = {
+        "call_timeout": parse_duration, "submission_timeout": parse_duration, "cpu_seconds": parse_duration,
+        "memory": parse_size, "file_size": parse_size, "reply_bytes": parse_size,
+        "processes": lambda v, k, c: int(_number(v, k, c, positive=True)),
+        "open_files": lambda v, k, c: int(_number(v, k, c, positive=True)),
+        "threads": lambda v, k, c: int(_number(v, k, c, positive=True)),
+    }
+    values = {name: parsers[name](v, f"{key}.{name}", ctx) for name, v in data.items()}
+    for name in ("call_timeout", "submission_timeout", "cpu_seconds"):
+        if name in values and values[name] <= 0:
+            raise ctx.fail(f"{key}.{name}", data[name], "must be positive")
+    return replace(base, **values)
+
+
+def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
+    _known(data, {"grace", "penalty_percent", "per", "max_late"}, "late_policy", ctx)
+    per = data.get("per", "day")
+    if per not in ("day", "hour"):
+        raise ctx.fail("late_policy.per", per, "must be 'day' or 'hour'")
+    penalty = _number(data.get("penalty_percent", 10), "late_policy.penalty_percent", ctx)
+    if penalty > 100:
+        raise ctx.fail("late_policy.penalty_percent", penalty, "must be at most 100")
+    return LatePolicy(
+        grace=parse_duration(data.get("grace", 0), "late_policy.grace", ctx),
+        penalty_percent=penalty,
+        per=per,
+        max_late=_number(data.get("max_late", 3), "late_policy.max_late", ctx),
+    )
+
+
+def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment:
+    key = f"assignments[{i}]"
+    data = _mapping(data, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits"}, key, ctx)
+    for required in ("slug", "due"):
+        if required not in data:
+            raise ctx.fail(f"{key}.{required}", None, "is missing")
+    slug = data["slug"]
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        raise ctx.fail(f"{key}.slug", slug, "is not a slug (lower case letters, digits, '_')")
+    needs_gpu = data.get("needs_gpu", False)
+    if not isinstance(needs_gpu, bool):
+        raise ctx.fail(f"{key}.needs_gpu", needs_gpu, "must be true or false")
+    return Assignment(
+        slug=slug,
+        title=str(data.get("title", slug)),
+        due=parse_datetime(data["due"], f"{key}.due", ctx),
+        points=_number(data.get("points", 100), f"{key}.points", ctx, positive=True),
+        needs_gpu=needs_gpu,
+        limits=_limits(_mapping(data.get("limits"), f"{key}.limits", ctx), f"{key}.limits", ctx, base_limits),
+    )
+
+
+def _paths(root: Path, data: Mapping[str, Any], ctx: _Ctx) -> Paths:
+    defaults = {"submitted": "submitted", "gradebook": "gradebook.sqlite", "feedback": "feedback",
+                "exports": "exports", "assignments": "assignments", "solutions": "solutions",
+                "graders": "graders"}
+    _known(data, set(defaults), "paths", ctx)
+    resolved = {}
+    for name, default in defaults.items():
+        value = data.get(name, default)
+        if not isinstance(value, str) or not value.strip():
+            raise ctx.fail(f"paths.{name}", value, "must be a path")
+        resolved[name] = (root / value).resolve()
+    return Paths(root=root, **resolved)
+
+
+def _executor(data: Mapping[str, Any], ctx: _Ctx) -> Executor:
+    _known(data, {"kind", "scheduler"}, "executor", ctx)
+    kind = data.get("kind", "local")
+    if kind not in ("local", "dask"):
+        raise ctx.fail("executor.kind", kind, "must be 'local' or 'dask'")
+    scheduler = data.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise ctx.fail("executor.scheduler", scheduler, "must be an address such as tcp://host:8786")
+    return Executor(kind=kind, scheduler=scheduler)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (run course commands from the course folder, or pass --course)") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path.name}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def load_extensions(path: Path, course_slugs: list[str]) -> tuple[Extension, ...]:
+    """extensions.yml: a list of {student, assignment, due, reason}."""
+    if not path.exists():
+        return ()
+    ctx = _Ctx(path)
+    data = _read_yaml(path)
+    if data is None:
+        return ()
+    if isinstance(data, Mapping) and "extensions" in data:
+        data = data["extensions"]
+    if not isinstance(data, list):
+        raise ctx.fail("extensions", data, "must be a list of {student, assignment, due, reason}")
+    out = []
+    for i, item in enumerate(data):
+        key = f"extensions[{i}]"
+        item = _mapping(item, key, ctx)
+        _known(item, {"student", "assignment", "due", "reason"}, key, ctx)
+        for required in ("student", "assignment", "due"):
+            if required not in item:
+                raise ctx.fail(f"{key}.{required}", None, "is missing")
+        if item["assignment"] not in course_slugs:
+            raise ctx.fail(f"{key}.assignment", item["assignment"], "is not an assignment of the course")
+        out.append(Extension(student=str(item["student"]), assignment=item["assignment"],
+                             due=parse_datetime(item["due"], f"{key}.due", ctx),
+                             reason=str(item.get("reason", ""))))
+    return tuple(out)
+
+
+def load(path: str | Path = "course.yml") -> Course:
+    """Load and check ``course.yml``; raises :class:`ConfigError` naming file, key and value."""
+    path = Path(path).resolve()
+    ctx = _Ctx(path)
+    data = _mapping(_read_yaml(path), "(top level)", ctx)
+    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor"}, "", ctx)
+    if not isinstance(data.get("name"), str) or not data.get("name"):
+        raise ctx.fail("name", data.get("name"), "must be the course's name")
+    base_limits = _limits(_mapping(data.get("limits"), "limits", ctx), "limits", ctx, Limits())
+    raw_assignments = data.get("assignments") or []
+    if not isinstance(raw_assignments, list):
+        raise ctx.fail("assignments", raw_assignments, "must be a list")
+    assignments = tuple(_assignment(a, i, ctx, base_limits) for i, a in enumerate(raw_assignments))
+    seen: set[str] = set()
+    for i, a in enumerate(assignments):
+        if a.slug in seen:
+            raise ctx.fail(f"assignments[{i}].slug", a.slug, "appears twice")
+        seen.add(a.slug)
+    course = Course(
+        name=data["name"],
+        file=path,
+        paths=_paths(path.parent, _mapping(data.get("paths"), "paths", ctx), ctx),
+        late_policy=_late_policy(_mapping(data.get("late_policy"), "late_policy", ctx), ctx),
+        assignments=assignments,
+        executor=_executor(_mapping(data.get("executor"), "executor", ctx), ctx),
+    )
+    return replace(course, extensions=load_extensions(path.parent / "extensions.yml", course.slugs))
+
+
+def find_course_file(start: Path | None = None) -> Path:
+    """The nearest course.yml at or above ``start`` (default: the current folder)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "course.yml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no course.yml in {here} or any folder above it (pass --course PATH)")

@@ -1,0 +1,90 @@
+"""What a test sees when the submission misbehaves.
+
+* :class:`SubmissionError` (an ``Exception``): the student's code raised. It is also an instance
+  of the nearest built-in exception class the student raised, so ``pytest.raises(ValueError)``
+  works against a student's ``ValueError`` in both backends.
+* :class:`SubmissionFailure` (a ``BaseException``, so no ``except Exception`` or
+  ``pytest.raises(Exception)`` in a test swallows it): the call timed out, the worker died, or the
+  reply was not acceptable data. The judge maps these to the ``timeout`` / ``error`` / ``failed``
+  outcomes.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class SubmissionError(Exception):
+    """The student's code raised an exception (carried as data: type, message, student frames)."""
+
+    def __init__(self, target: str, info: dict[str, Any]):
+        self.target = target
+        self.remote_type = str(info.get("type", "Exception"))
+        self.base = str(info.get("base", "Exception"))
+        self.remote_message = str(info.get("message", ""))
+        self.frames = [tuple(f) for f in info.get("frames", []) if isinstance(f, (list, tuple)) and len(f) == 3]
+        self.remote_traceback = str(info.get("traceback", ""))
+        super().__init__(self.describe())
+
+    @property
+    def location(self) -> str | None:
+        """``file.py:line`` of the innermost frame in the student's files, if any."""
+        if not self.frames:
+            return None
+        file, line, _ = self.frames[-1]
+        return f"{file}:{line}"
+
+    def describe(self) -> str:
+        short = self.remote_type.rsplit(".", 1)[-1]
+        if self.base == "NotImplementedError":
+            text = f"{self.target} is not implemented yet ({self.remote_message or short})"
+        elif self.remote_type == "builtins.SystemExit":
+            text = f"{self.target}: {self.remote_message}"
+        else:
+            text = f"{self.target} raised {short}: {self.remote_message}"
+        where = self.location
+        return f"{text} [at {where}]" if where else text
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def submission_error(target: str, info: dict[str, Any]) -> SubmissionError:
+    """A :class:`SubmissionError` that also subclasses the student's built-in exception type."""
+    base_name = str(info.get("base", "Exception"))
+    base = getattr(builtins, base_name, None)
+    if not (isinstance(base, type) and issubclass(base, Exception)) or issubclass(base, (AssertionError,)):
+        # AssertionError stays plain: a student's assert must not pass for the test's own assert.
+        return SubmissionError(target, info)
+    cls = _CLASSES.get(base_name)
+    if cls is None:
+        try:
+            cls = type(f"Submission{base_name}", (SubmissionError, base), {"__module__": __name__})
+        except TypeError:  # an exception type with an incompatible layout
+            return SubmissionError(target, info)
+        _CLASSES[base_name] = cls
+    try:
+        return cls(target, info)
+    except Exception:  # e.g. UnicodeDecodeError's constructor wants five arguments
+        return SubmissionError(target, info)
+
+
+class SubmissionFailure(BaseException):
+    """The submission could not answer: the test fails whatever it expected."""
+
+    outcome = "failed"
+
+
+class SubmissionTimeout(SubmissionFailure):
+    outcome = "timeout"
+
+
+class WorkerCrashed(SubmissionFailure):
+    outcome = "error"
+
+
+class BadReply(SubmissionFailure):
+    """The reply is not acceptable data (wrong type, NaN/inf, too large, malformed)."""
+
+    outcome = "failed"

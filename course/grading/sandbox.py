@@ -1,0 +1,785 @@
+"""Launches isolated workers for student code: a pre-warmed fork server, limits, whole-tree kills.
+
+Shape of a grading run::
+
+    trusted judge (pytest + plugin)  --control (SOCK_SEQPACKET, one per job slot)-->  zygote
+          |                                                                             | fork
+          +------------- data socket (wire frames), passed to the zygote by SCM_RIGHTS --> worker
+
+The *zygote* is started once per run as ``python -I -S -B`` with an explicit ``sys.path`` (the
+interpreter's standard library, site-packages, and a staged copy of the ``course`` package): it
+imports torch, transformers and peft once, computes nothing, and never sees grader code. Each
+worker forks from it and then enters its sandbox.
+
+Isolation is **strong** when running as root with bubblewrap:
+
+* the zygote runs under ``bwrap`` with new IPC/PID/network/UTS/cgroup namespaces, ``--clearenv``,
+  ``--new-session``, ``--die-with-parent``, and read-only binds of just the system libraries, the
+  interpreter and its packages. (Not ``--unshare-all``: that adds a user namespace which maps
+  only uid 0, after which no worker could drop to an unprivileged uid.) graders/, solutions/, the
+  gradebook and the course repository are not inside.
+* each worker then unshares its own mount, PID, network, IPC and UTS namespaces, mounts a private
+  ``/tmp`` and ``/proc``, binds its submission's scratch copy at ``/submission`` (the only
+  writable place besides ``/tmp``) and hides every other scratch copy, sets its rlimits, drops
+  every capability and becomes the job slot's own unprivileged uid with ``no_new_privs``, and
+  installs a seccomp filter refusing network sockets.
+* a timeout kills the worker's PID namespace (every descendant, ``setsid()`` or not) and then
+  every process of the slot's uid.
+
+Elsewhere (no root, no bubblewrap, macOS) isolation is **weak**: a separate process in its own
+session with the rlimits the system allows. Results record which one graded them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import site
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from course.config import Limits
+from course.errors import GradingError, IsolationError
+from course.grading import wire
+from course.grading.failures import BadReply, SubmissionFailure, SubmissionTimeout, WorkerCrashed, submission_error
+
+PRELOAD = ("torch", "numpy", "safetensors.torch", "transformers", "peft")
+UID_BASE = 61000
+SANDBOX_SUBMISSION = "/submission"
+SANDBOX_SCRATCH = "/scratch"
+SANDBOX_PKG = "/opt/course-pkg"
+READY_TIMEOUT = 180.0
+SETUP_TIMEOUT = 60.0
+MAX_COPY_BYTES = 512 * 2**20
+MAX_COPY_FILES = 5000
+
+# Linux constants (not all exposed by the os module on Python 3.10/3.11)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 24, 38, 4
+
+
+class SandboxUnavailable(SubmissionFailure):
+    """The sandbox itself failed (not the student's fault): the submission is re-graded later."""
+
+    outcome = "error"
+
+
+# Set by a worker-side failure of the infrastructure; the runner then retries the submission.
+INFRASTRUCTURE_ERRORS: list[str] = []
+
+
+# ------------------------------------------------------------------ where things are
+
+def _site_packages() -> list[str]:
+    paths = []
+    for p in [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]:
+        if p and os.path.isdir(p) and p not in paths:
+            paths.append(p)
+    return paths
+
+
+def _stdlib_paths() -> list[str]:
+    """The interpreter's own library folders (zip, stdlib, lib-dynload), as this process uses them."""
+    base = os.path.realpath(sys.base_prefix)
+    return [p for p in sys.path if p and os.path.realpath(p).startswith(base + os.sep)
+            and "site-packages" not in p and os.path.exists(p)]
+
+
+def _stage_package(dest: Path) -> Path:
+    """A read-only copy of the ``course`` package: the zygote imports it from here, never the repo."""
+    import course
+    src = Path(course.__file__).resolve().parent
+    target = dest / "course"
+    shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for folder, dirs, files in os.walk(dest):
+        os.chmod(folder, 0o755)
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o644)
+    return dest
+
+
+def strong_isolation_available() -> tuple[bool, str]:
+    """Whether this machine can run workers strongly isolated, and if not, why."""
+    if not sys.platform.startswith("linux"):
+        return False, f"{sys.platform} has no Linux namespaces"
+    if os.geteuid() != 0:
+        return False, "not running as root (needed for namespaces and a separate uid)"
+    if shutil.which("bwrap") is None:
+        return False, "bubblewrap (bwrap) is not installed (Debian package 'bubblewrap')"
+    return True, ""
+
+
+# ------------------------------------------------------------------ the trusted side
+
+class SlotClient:
+    """One job slot of a zygote: spawns and kills that slot's workers (one at a time)."""
+
+    def __init__(self, pool: "ZygotePool", index: int, sock: socket.socket):
+        self.pool = pool
+        self.index = index
+        self.sock = sock
+        self.uid = UID_BASE + index
+        self._next = 0
+        self._lock = threading.Lock()
+
+    @property
+    def isolation(self) -> str:
+        return self.pool.isolation
+
+    def _ask(self, message: dict[str, Any], fds: list[int] = (), timeout: float = 30.0) -> dict[str, Any]:
+        with self._lock:
+            try:
+                socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+                self.sock.settimeout(timeout)
+                data = self.sock.recv(65536)
+            except (OSError, socket.timeout) as exc:
+                raise SandboxUnavailable(f"the sandbox's fork server did not answer ({exc})") from None
+            finally:
+                self.sock.settimeout(None)
+        if not data:
+            raise SandboxUnavailable("the sandbox's fork server is gone")
+        return json.loads(data)
+
+    def spawn(self, copy: Path, limits: Limits, device: str) -> tuple[int, socket.socket]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._next += 1
+        worker_id = self._next
+        try:
+            reply = self._ask({"op": "spawn", "id": worker_id, "copy": str(copy), "uid": self.uid,
+                               "limits": asdict(limits), "device": device}, [theirs.fileno()])
+        finally:
+            theirs.close()
+        if not reply.get("ok"):
+            ours.close()
+            raise SandboxUnavailable(f"the sandbox could not start a worker: {reply.get('error')}")
+        try:
+            hello = wire.recv(ours, 4096, SETUP_TIMEOUT)
+        except wire.WireError as exc:
+            status = self.kill(worker_id)
+            ours.close()
+            raise SandboxUnavailable(f"a worker failed while entering its sandbox ({exc}; {status})") from None
+        if type(hello) is not dict or hello.get("ready") is not True:
+            self.kill(worker_id)
+            ours.close()
+            raise SandboxUnavailable(f"a worker could not enter its sandbox: {hello!r}"[:500])
+        return worker_id, ours
+
+    def kill(self, worker_id: int) -> str:
+        """Kill a worker and everything it started; returns how it ended, in words."""
+        try:
+            reply = self._ask({"op": "kill", "id": worker_id, "uid": self.uid})
+        except SandboxUnavailable as exc:
+            return str(exc)
+        return str(reply.get("status", ""))
+
+
+class ZygotePool:
+    """The fork server of one grading run, with ``jobs`` slots (one per concurrent submission)."""
+
+    def __init__(self, proc: subprocess.Popen, slots: list[socket.socket], isolation: str, reason: str,
+                 run_dir: Path, scratch_host: Path):
+        self.proc = proc
+        self.isolation = isolation
+        self.reason = reason
+        self.run_dir = run_dir
+        self.scratch_host = scratch_host
+        self.slots = [SlotClient(self, i, s) for i, s in enumerate(slots)]
+
+    @classmethod
+    def start(cls, jobs: int = 1, *, require_isolation: bool = False, ro_paths: tuple[str, ...] = (),
+              device: str = "cpu", preload: tuple[str, ...] = PRELOAD, isolation: str = "auto") -> "ZygotePool":
+        ok, reason = strong_isolation_available()
+        if isolation == "weak":
+            ok, reason = False, "weak isolation was asked for"
+        if not ok and require_isolation:
+            raise IsolationError(f"strong isolation is required but unavailable: {reason}")
+        if ok:
+            try:
+                return cls._launch(jobs, True, "", ro_paths, device, preload)
+            except GradingError as exc:
+                if require_isolation:
+                    raise IsolationError(f"strong isolation is required but bubblewrap failed: {exc}") from None
+                reason = f"bubblewrap failed: {exc}"
+        warnings.warn(f"course: the sandbox runs with weak isolation: {reason}", RuntimeWarning, stacklevel=2)
+        return cls._launch(jobs, False, reason, ro_paths, device, preload)
+
+    @classmethod
+    def _launch(cls, jobs: int, strong: bool, reason: str, ro_paths: tuple[str, ...], device: str,
+                preload: tuple[str, ...]) -> "ZygotePool":
+        run_dir = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
+        os.chmod(run_dir, 0o700)
+        pkg = _stage_package(run_dir / "pkg")
+        scratch = run_dir / "scratch"
+        scratch.mkdir(mode=0o711)
+        ours, theirs = zip(*(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(jobs)))
+        cfg = {
+            "slots": [s.fileno() for s in theirs],
+            "path": [SANDBOX_PKG if strong else str(pkg), *_stdlib_paths(), *_site_packages()],
+            "preload": list(preload),
+            "strong": strong,
+            "scratch": SANDBOX_SCRATCH if strong else str(scratch),
+        }
+        boot = ("import sys,json;cfg=json.loads(sys.argv[1]);sys.path[:]=cfg['path'];"
+                "from course.grading.sandbox import zygote_main;zygote_main(cfg)")
+        python = os.path.realpath(sys.executable)
+        argv = [python, "-I", "-S", "-B", "-c", boot, json.dumps(cfg)]
+        env = _sandbox_env(threads=1)
+        if strong:
+            argv = _bwrap_argv(pkg, scratch, ro_paths, device) + argv
+        proc = subprocess.Popen(argv, pass_fds=[s.fileno() for s in theirs], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
+                                start_new_session=not strong)
+        for s in theirs:
+            s.close()
+        pool = cls(proc, list(ours), "strong" if strong else "weak", reason, run_dir, scratch)
+        try:
+            pool.slots[0].sock.settimeout(READY_TIMEOUT)
+            data = pool.slots[0].sock.recv(65536)
+            pool.slots[0].sock.settimeout(None)
+        except (OSError, socket.timeout):
+            data = b""
+        if not data or not json.loads(data).get("ready"):
+            err = b""
+            try:
+                proc.kill()
+                err = proc.communicate(timeout=10)[1] or b""
+            except Exception:
+                pass
+            pool._cleanup()
+            raise GradingError(f"the sandbox's fork server did not start: {err.decode(errors='replace')[-2000:]}")
+        if proc.stderr is not None:  # drain so the zygote never blocks on a full pipe
+            threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+        return pool
+
+    def slot(self, index: int = 0) -> SlotClient:
+        return self.slots[index]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def scratch_copy(self, slot: SlotClient, source: Path) -> tuple[Path, str]:
+        """Copy a submission into the slot's scratch folder; returns (host path, path seen inside)."""
+        slot_dir = self.scratch_host / f"slot-{slot.index}"
+        slot_dir.mkdir(mode=0o700, exist_ok=True)
+        name = f"sub-{secrets.token_hex(6)}"
+        dest = slot_dir / name
+        safe_copy(source, dest)
+        if self.isolation == "strong":
+            for folder, dirs, files in os.walk(slot_dir):
+                os.chown(folder, slot.uid, slot.uid)
+                for f in files:
+                    os.chown(os.path.join(folder, f), slot.uid, slot.uid, follow_symlinks=False)
+            return dest, f"{SANDBOX_SCRATCH}/slot-{slot.index}/{name}"
+        return dest, str(dest)
+
+    def close(self) -> None:
+        for s in self.slots:
+            try:
+                s.sock.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __enter__(self) -> "ZygotePool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _drain(stream: Any) -> None:
+    try:
+        while stream.read(65536):
+            pass
+    except Exception:
+        pass
+
+
+def safe_copy(source: Path, dest: Path) -> None:
+    """Copy regular files and folders only (no symlinks, devices or fifos), within size caps."""
+    total, count = 0, 0
+    dest.mkdir(mode=0o700)
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        rel = Path(folder).relative_to(source)
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", ".git") and not os.path.islink(os.path.join(folder, d))]
+        for d in dirs:
+            (dest / rel / d).mkdir(mode=0o700)
+        for f in files:
+            src = Path(folder) / f
+            st = os.lstat(src)
+            if not stat.S_ISREG(st.st_mode) or f.endswith(".pyc"):
+                continue
+            total += st.st_size
+            count += 1
+            if total > MAX_COPY_BYTES or count > MAX_COPY_FILES:
+                raise GradingError(f"{source}: the submission is larger than {MAX_COPY_BYTES} bytes "
+                                   f"or {MAX_COPY_FILES} files")
+            shutil.copyfile(src, dest / rel / f, follow_symlinks=False)
+            os.chmod(dest / rel / f, 0o600)
+
+
+def _sandbox_env(threads: int) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "USER": "student",
+        "LOGNAME": "student",
+        "LANG": "C.UTF-8",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "PYTHONHASHSEED": "0",
+        "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
+        "TRITON_CACHE_DIR": "/tmp/triton",
+    }
+
+
+def _ro_bind_with_parents(argv: list[str], made: set[str], path: str, target: str | None = None) -> None:
+    target = target or path
+    parts = Path(target).parts
+    for i in range(2, len(parts)):
+        parent = str(Path(*parts[:i]))
+        if parent not in made and parent not in ("/usr", "/tmp", "/proc", "/dev"):
+            argv += ["--perms", "0755", "--dir", parent]
+            made.add(parent)
+    argv += ["--ro-bind", path, target]
+    made.add(target)
+
+
+def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str) -> list[str]:
+    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in _sandbox_env(threads=1).items():
+        argv += ["--setenv", key, value]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    for etc in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives"):
+        if os.path.exists(etc):
+            argv += ["--ro-bind", etc, etc]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    made: set[str] = set()
+    roots: list[str] = []
+    for p in [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)),
+              *_stdlib_paths(), *_site_packages(), *ro_paths]:
+        real = os.path.realpath(p)
+        if not os.path.exists(real) or real.startswith("/usr/") or real == "/usr":
+            continue
+        if any(real == r or real.startswith(r + os.sep) for r in roots):
+            continue
+        roots = [r for r in roots if not r.startswith(real + os.sep)] + [real]
+    for real in sorted(roots):
+        _ro_bind_with_parents(argv, made, real)
+    _ro_bind_with_parents(argv, made, str(pkg), SANDBOX_PKG)
+    argv += ["--bind", str(scratch), SANDBOX_SCRATCH, "--perms", "0755", "--dir", SANDBOX_SUBMISSION]
+    if device == "cuda":
+        for dev in sorted(Path("/dev").glob("nvidia*")):
+            argv += ["--dev-bind", str(dev), str(dev)]
+        for extra in ("/sys", "/usr/local/nvidia", "/usr/local/cuda", "/run/nvidia-persistenced"):
+            if os.path.exists(extra) and not extra.startswith("/usr/local/cuda"):
+                argv += ["--ro-bind", extra, extra]
+    return argv
+
+
+# ------------------------------------------------------------------ the zygote (no grader code here)
+
+def zygote_main(cfg: dict[str, Any]) -> None:
+    """Entry point of the fork server: preload, then fork a worker per request."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    for name in cfg["preload"]:
+        try:
+            __import__(name)
+        except Exception:
+            pass  # a missing optional library only costs the workers the import later
+    from course.grading import worker  # noqa: F401  (imported before any fork)
+    try:
+        import pyseccomp  # noqa: F401
+    except Exception:
+        pass
+    slots = {fd: socket.socket(fileno=fd) for fd in cfg["slots"]}
+    children: dict[tuple[int, int], int] = {}
+    ended: dict[int, int] = {}
+    first = next(iter(slots.values()))
+    first.send(json.dumps({"ready": True}).encode())
+    import select
+    while slots:
+        try:
+            readable, _, _ = select.select(list(slots.values()), [], [], 1.0)
+        except InterruptedError:
+            continue
+        _reap(ended)
+        for sock in readable:
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, 65536, 2)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                slots.pop(sock.fileno(), None)
+                sock.close()
+                continue
+            msg = json.loads(data)
+            slot = sock.fileno()
+            if msg["op"] == "spawn":
+                try:
+                    pid = _fork_worker(msg, fds[0], [s.fileno() for s in slots.values()], cfg)
+                except OSError as exc:
+                    sock.send(json.dumps({"ok": False, "error": str(exc)}).encode())
+                else:
+                    children[(slot, msg["id"])] = pid
+                    sock.send(json.dumps({"ok": True}).encode())
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+            elif msg["op"] == "kill":
+                pid = children.pop((slot, msg["id"]), None)
+                status = _kill_worker(pid, msg.get("uid"), cfg["strong"], ended)
+                sock.send(json.dumps({"ok": True, "status": status}).encode())
+            else:
+                sock.send(json.dumps({"ok": False, "error": f"unknown op {msg['op']!r}"}).encode())
+    for pid in children.values():
+        _kill_worker(pid, None, cfg["strong"], ended)
+
+
+def _reap(ended: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        ended[pid] = status
+
+
+def _describe_status(status: int | None) -> str:
+    if status is None:
+        return "killed"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return "ended"
+
+
+def _kill_worker(pid: int | None, uid: int | None, strong: bool, ended: dict[int, int]) -> str:
+    status = None
+    if pid is not None:
+        if pid in ended:
+            status = ended.pop(pid)
+        else:
+            for target in ((lambda: os.killpg(pid, signal.SIGKILL)), (lambda: os.kill(pid, signal.SIGKILL))):
+                try:
+                    target()
+                except (ProcessLookupError, PermissionError):
+                    pass
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                status = ended.pop(pid, None)
+    if strong and uid is not None:
+        _kill_uid(uid)
+    return _describe_status(status)
+
+
+def _kill_uid(uid: int) -> None:
+    """Every process of the slot's uid, wherever it hid (setsid, double fork)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            pass
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _fork_worker(msg: dict[str, Any], data_fd: int, control_fds: list[int], cfg: dict[str, Any]) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        for fd in control_fds:
+            os.close(fd)
+        code = _worker_child(msg, data_fd, cfg)
+    except BaseException:
+        try:
+            os.write(2, f"course worker setup failed: {sys.exc_info()[1]!r}\n".encode())
+        except OSError:
+            pass
+    os._exit(code)
+
+
+_libc: Any = None
+
+
+def _libc_call(name: str, *args: Any) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _worker_child(msg: dict[str, Any], data_fd: int, cfg: dict[str, Any]) -> int:
+    """In the forked child: enter the sandbox, say hello, then serve. Returns an exit code."""
+    limits = Limits(**msg["limits"])
+    strong = cfg["strong"]
+    os.setsid()
+    if strong:
+        _libc_call("unshare", CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+        inner = os.fork()  # the first child in a new PID namespace is its init: when it dies, all die
+        if inner:
+            os.close(data_fd)
+            return _wait_exit_code(inner)
+        _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        root = _enter_mounts(msg["copy"], cfg["scratch"])
+    else:
+        root = msg["copy"]
+    os.chdir(root)
+    os.umask(0o077)
+    _redirect_stdio()
+    _close_fds_except(data_fd)
+    os.environ.clear()
+    os.environ.update(_sandbox_env(limits.threads))
+    _set_rlimits(limits, strong)
+    if strong:
+        _drop_privileges(int(msg["uid"]))
+    _seccomp_no_network()
+    import torch
+    torch.set_num_threads(limits.threads)
+    sock = socket.socket(fileno=data_fd)
+    sock.sendall(wire.dumps({"ready": True}))
+    from course.grading.worker import serve
+    serve(sock, Path(root), max_reply=limits.reply_bytes)
+    return 0
+
+
+def _wait_exit_code(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+
+def _enter_mounts(copy: str, scratch: str) -> str:
+    _libc_call("mount", b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    _libc_call("mount", b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=512m,mode=1777")
+    _libc_call("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
+    _libc_call("mount", copy.encode(), SANDBOX_SUBMISSION.encode(), None, MS_BIND, None)
+    _libc_call("mount", b"tmpfs", scratch.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755")
+    return SANDBOX_SUBMISSION
+
+
+def _redirect_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+
+
+def _close_fds_except(keep: int) -> None:
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 65536)
+
+
+def _set_rlimits(limits: Limits, strong: bool) -> None:
+    def setr(which: int, value: int) -> None:
+        try:
+            soft, hard = resource.getrlimit(which)
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+    setr(resource.RLIMIT_AS, limits.memory)
+    setr(resource.RLIMIT_FSIZE, limits.file_size)
+    setr(resource.RLIMIT_NOFILE, limits.open_files)
+    setr(resource.RLIMIT_CORE, 0)
+    cpu = int(limits.cpu_seconds)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    except (ValueError, OSError):
+        pass
+    if strong:  # NPROC counts every process of the uid: only meaningful with a uid of our own
+        setr(resource.RLIMIT_NPROC, limits.processes)
+
+
+def _drop_privileges(uid: int) -> None:
+    for cap in range(0, 64):
+        try:
+            _libc_call("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                break
+            raise
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise OSError("the worker is still root")
+
+
+def _seccomp_no_network() -> None:
+    """Refuse network sockets (defence in depth: the worker has no network namespace routes anyway)."""
+    try:
+        import pyseccomp as seccomp
+    except Exception:
+        return
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for family in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_PACKET", 17), getattr(socket, "AF_NETLINK", 16)):
+        f.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, int(family)))
+    f.load()
+
+
+# ------------------------------------------------------------------ the judge's backend
+
+_INJECTED: dict[str, Any] = {}
+
+
+def inject(slot: SlotClient | None) -> None:
+    """The runner hands its judge child the job slot to use (instead of starting a new zygote)."""
+    if slot is None:
+        _INJECTED.pop("slot", None)
+    else:
+        _INJECTED["slot"] = slot
+
+
+def injected_pool() -> SlotClient | None:
+    return _INJECTED.get("slot")
+
+
+class SandboxBackend:
+    """Student code in a sandboxed worker process; only wire frames cross."""
+
+    def __init__(self, pool: "ZygotePool | SlotClient", path: Path, limits: Limits, device: str):
+        self.slot = pool.slot(0) if isinstance(pool, ZygotePool) else pool
+        self.pool = self.slot.pool
+        self.path = Path(path).resolve()
+        self.limits = limits
+        self.device = device
+        self.host_copy, self.inside = self.pool.scratch_copy(self.slot, self.path)
+        self.worker_id: int | None = None
+        self.sock: socket.socket | None = None
+
+    @property
+    def isolation(self) -> str:
+        return self.slot.isolation
+
+    def _ensure(self) -> socket.socket:
+        if self.sock is None:
+            try:
+                self.worker_id, self.sock = self.slot.spawn(Path(self.inside), self.limits, self.device)
+            except SandboxUnavailable as exc:
+                INFRASTRUCTURE_ERRORS.append(str(exc))
+                raise
+        return self.sock
+
+    def _stop(self) -> str:
+        status = ""
+        if self.worker_id is not None:
+            status = self.slot.kill(self.worker_id)
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.worker_id = None, None
+        return status
+
+    def _request(self, label: str, message: dict[str, Any], deadline: float, max_reply: int) -> Any:
+        frame = wire.dumps(message)  # the test's own arguments: a WireError here is the test's bug
+        sock = self._ensure()
+        budget = deadline - time.monotonic()
+        if budget <= 0:
+            raise SubmissionTimeout(f"{label}: no time left in this test's budget")
+        try:
+            sock.sendall(frame)
+            reply = wire.recv(sock, max_reply, budget)
+        except wire.WireTimeout:
+            self._stop()
+            raise SubmissionTimeout(f"{label} did not finish within the time limit; the worker was stopped") from None
+        except (wire.WireClosed, BrokenPipeError, ConnectionResetError):
+            how = self._stop()
+            raise WorkerCrashed(f"{label}: the submission's process ended abruptly ({how}): "
+                                "sys.exit/os._exit, a crash, or a resource limit") from None
+        except wire.WireTooLarge as exc:
+            self._stop()
+            raise BadReply(f"{label}: {exc}") from None
+        except wire.WireError as exc:
+            self._stop()
+            raise BadReply(f"{label}: the reply is not valid data ({exc})") from None
+        if type(reply) is not dict or type(reply.get("ok")) is not bool:
+            self._stop()
+            raise BadReply(f"{label}: the reply is not valid data")
+        if reply["ok"]:
+            return reply.get("value")
+        error = reply.get("error")
+        if type(error) is not dict:
+            raise BadReply(f"{label}: the reply is not valid data")
+        if error.get("type") == "wire":
+            raise BadReply(f"{label} returned a value that cannot be graded: {error.get('message', '')}")
+        raise submission_error(label, error)
+
+    def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
+        return self._request(target, {"op": "call", "target": target, "args": list(args), "kwargs": dict(kwargs)},
+                             deadline, max_reply)
+
+    def run(self, probe: Callable[..., Any], args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
+        from course.grading.judge import probe_spec
+        return self._request(f"probe {probe.__name__}",
+                             {"op": "run", "probe": probe_spec(probe), "args": list(args), "kwargs": dict(kwargs)},
+                             deadline, max_reply)
+
+    def close(self) -> None:
+        self._stop()
+        shutil.rmtree(self.host_copy, ignore_errors=True)

@@ -1,0 +1,160 @@
+"""Runs next to student code (inside the sandbox): imports student modules, serves calls and probes.
+
+Nothing here decides a grade. The worker receives a request frame, runs the student function (or
+a probe from ``graders/<slug>/probes.py`` whose *source* the trusted process sent), and replies
+with data only. Whatever the student's code does, what leaves this process is a wire frame.
+
+Requests::
+
+    {"op": "call", "target": "attention.causal_mask", "args": [...], "kwargs": {...}}
+    {"op": "run", "probe": {"module": "probes", "source": "...", "function": "train_steps"},
+     "args": [...], "kwargs": {...}}
+    {"op": "ping"}
+
+Replies: ``{"ok": True, "value": ...}`` or ``{"ok": False, "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import importlib
+import os
+import sys
+import traceback
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+from course.grading import wire
+
+MAX_MESSAGE = 2000
+
+
+def _builtin_base(exc: BaseException) -> str:
+    """The nearest built-in exception class of ``exc`` (so ``pytest.raises(ValueError)`` works)."""
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "builtins" and isinstance(getattr(builtins, cls.__name__, None), type):
+            return cls.__name__
+    return "Exception"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except BaseException:  # a hostile __str__
+        text = "<the exception's message could not be read>"
+    if type(text) is not str:
+        text = "<the exception's message is not a string>"
+    return text[:MAX_MESSAGE]
+
+
+def describe_exception(exc: BaseException, root: Path) -> dict[str, Any]:
+    """An exception as data: type, nearest built-in base, message, and the frames in student files."""
+    frames = []
+    tb = exc.__traceback__
+    root_text = str(root)
+    for frame in traceback.extract_tb(tb) if tb is not None else []:
+        filename = frame.filename or ""
+        if filename.startswith(root_text + os.sep):
+            frames.append([os.path.relpath(filename, root_text), frame.lineno or 0, frame.name])
+    if isinstance(exc, SystemExit):
+        message = f"the submission called sys.exit({exc.code!r})"
+    else:
+        message = _safe_str(exc)
+    try:
+        tb_text = "".join(traceback.format_exception(exc))[-8000:]
+    except BaseException:
+        tb_text = ""
+    return {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "base": _builtin_base(exc),
+        "message": message,
+        "frames": frames[-20:],
+        "traceback": tb_text,
+    }
+
+
+class Worker:
+    """Serves requests for one submission folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.probes: dict[str, types.ModuleType] = {}
+
+    def resolve(self, target: str) -> Callable[..., Any]:
+        if not isinstance(target, str) or "." not in target:
+            raise ValueError(f"call target {target!r} must look like 'module.function'")
+        module_name, _, attr_path = target.partition(".")
+        module = importlib.import_module(module_name)
+        origin = getattr(module, "__file__", None) or ""
+        if not str(Path(origin).resolve()).startswith(str(self.root.resolve()) + os.sep):
+            raise ImportError(f"module {module_name!r} is not a file of the submission "
+                              f"(expected {module_name}.py in the submission folder)")
+        obj: Any = module
+        for part in attr_path.split("."):
+            if not hasattr(obj, part):
+                raise AttributeError(f"{module_name}.py has no {attr_path!r} (is it defined, and spelled as in the README?)")
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{target} is not callable")
+        return obj
+
+    def probe(self, spec: dict[str, Any]) -> Callable[..., Any]:
+        source = spec["source"]
+        key = hashlib.sha256(source.encode("utf-8")).hexdigest()
+        module = self.probes.get(key)
+        if module is None:
+            name = f"_course_probe_{spec['module']}_{key[:12]}"
+            module = types.ModuleType(name)
+            module.__file__ = f"<probe {spec['module']}>"
+            sys.modules[name] = module
+            exec(compile(source, module.__file__, "exec"), module.__dict__)
+            self.probes[key] = module
+        fn = module.__dict__.get(spec["function"])
+        if not callable(fn):
+            raise AttributeError(f"probe function {spec['function']!r} not found in {spec['module']}")
+        return fn
+
+    def handle(self, request: Any) -> dict[str, Any]:
+        if type(request) is not dict or "op" not in request:
+            return {"ok": False, "error": {"type": "protocol", "base": "RuntimeError",
+                                           "message": "malformed request", "frames": [], "traceback": ""}}
+        op = request["op"]
+        if op == "ping":
+            return {"ok": True, "value": "pong"}
+        try:
+            if op == "call":
+                fn = self.resolve(request["target"])
+            elif op == "run":
+                fn = self.probe(request["probe"])
+            else:
+                raise ValueError(f"unknown op {op!r}")
+            value = fn(*request.get("args", ()), **request.get("kwargs", {}))
+        except BaseException as exc:  # everything the student's code can raise, SystemExit included
+            return {"ok": False, "error": describe_exception(exc, self.root)}
+        return {"ok": True, "value": value}
+
+
+def serve(sock: Any, root: Path, max_request: int = 2**34, max_reply: int = 2**30) -> None:
+    """Answer requests on ``sock`` until the other side closes it."""
+    root = Path(root).resolve()
+    sys.path.insert(0, str(root))
+    worker = Worker(root)
+    while True:
+        try:
+            request = wire.recv(sock, max_request)
+        except wire.WireClosed:
+            return
+        reply = worker.handle(request)
+        try:
+            frame = wire.dumps(reply, max_reply)
+        except wire.WireError as exc:
+            message = str(exc).replace("value['value']", "result", 1)
+            frame = wire.dumps({"ok": False, "error": {
+                "type": "wire", "base": "TypeError", "message": message, "frames": [], "traceback": ""}})
+        except BaseException as exc:  # a hostile object whose conversion raises
+            frame = wire.dumps({"ok": False, "error": {
+                "type": "wire", "base": "TypeError",
+                "message": f"the reply could not be encoded: {_safe_str(exc)}", "frames": [], "traceback": ""}})
+        sock.sendall(frame)
