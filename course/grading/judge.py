@@ -194,6 +194,7 @@ class JudgeState:
     seed: int
     results_path: Path | None
     tasks: list[str]
+    only: set[str] = field(default_factory=set)
     backends: dict[Path, Any] = field(default_factory=dict)
     records: dict[str, _Record] = field(default_factory=dict)
     sandbox_pool: Any = None
@@ -256,6 +257,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="cuda runs tests marked gpu; elsewhere they are recorded as pending")
     group.addoption("--course-limits", default=None, metavar="JSON",
                     help="limits for the submission's worker, as JSON (fields of course.config.Limits)")
+    group.addoption("--course-only", default=None, metavar="JSON",
+                    help="run only the tests with these names (a JSON list; used by --only-pending)")
     group.addoption("--course-seed", type=int, default=None,
                     help="seed of the rng fixture (default: 0 locally, secret and random in the sandbox)")
 
@@ -291,6 +294,7 @@ def pytest_configure(config: pytest.Config) -> None:
         seed=seed,
         results_path=Path(results) if results else None,
         tasks=list(config.getoption("task", [])),
+        only=set(json.loads(config.getoption("course_only", None) or "[]")),
     )
 
 
@@ -343,7 +347,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 config.addinivalue_line("markers", f"{name}: tests of task {task} (added by the course plugin)")
                 registered.add(name)
             item.add_marker(getattr(pytest.mark, name))
-        if not _task_selected(task, state.tasks):
+        if not _task_selected(task, state.tasks) or (state.only and _display_name(item) not in state.only):
             dropped.append(item)
             continue
         points = points_of(item)
@@ -482,8 +486,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         collected = results(state)
         if state.results_path is not None:
             state.results_path.parent.mkdir(parents=True, exist_ok=True)
+            from course.grading import sandbox
             state.results_path.write_text(json.dumps({
                 "isolation": _isolation(state),
+                "infrastructure_errors": list(sandbox.INFRASTRUCTURE_ERRORS),
                 "results": [asdict(r) for r in collected]}, indent=1), encoding="utf-8")
         if COLLECTED is not None:
             COLLECTED[:] = collected

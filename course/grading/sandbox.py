@@ -182,6 +182,13 @@ class SlotClient:
             raise SandboxUnavailable(f"a worker could not enter its sandbox: {hello!r}"[:500])
         return worker_id, ours
 
+    def kill_all(self) -> None:
+        """Kill every worker of this slot (after its judge ended, whatever state it left)."""
+        try:
+            self._ask({"op": "kill_slot", "uid": self.uid})
+        except SandboxUnavailable:
+            pass
+
     def kill(self, worker_id: int) -> str:
         """Kill a worker and everything it started; returns how it ended, in words."""
         try:
@@ -468,6 +475,12 @@ def zygote_main(cfg: dict[str, Any]) -> None:
                 pid = children.pop((slot, msg["id"]), None)
                 status = _kill_worker(pid, msg.get("uid"), cfg["strong"], ended)
                 sock.send(json.dumps({"ok": True, "status": status}).encode())
+            elif msg["op"] == "kill_slot":
+                for key in [k for k in children if k[0] == slot]:
+                    _kill_worker(children.pop(key), None, cfg["strong"], ended)
+                if cfg["strong"]:
+                    _kill_uid(int(msg["uid"]))
+                sock.send(json.dumps({"ok": True}).encode())
             else:
                 sock.send(json.dumps({"ok": False, "error": f"unknown op {msg['op']!r}"}).encode())
     for pid in children.values():

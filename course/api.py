@@ -1,0 +1,421 @@
+"""The typed core verbs: check, release, collect, grade, status, feedback, export, validate.
+
+``cli.py`` parses arguments, calls these, and prints. Nothing here prints; progress is reported
+through callbacks. Errors are :class:`course.errors.CourseError` subclasses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from course import collect as collect_mod
+from course import config as config_mod
+from course import release as release_mod
+from course import report, stubs
+from course.config import Course
+from course.errors import CourseError, GradingError, ValidationFailed
+from course.gradebook import Gradebook
+from course.grading.runner import Job, JobResult, LocalExecutor, spec_for
+
+
+def load_course(path: str | Path | None = None, graders: str | Path | None = None) -> Course:
+    course = config_mod.load(path or config_mod.find_course_file())
+    return course.with_graders(Path(graders)) if graders else course
+
+
+def open_gradebook(course: Course) -> Gradebook:
+    gb = Gradebook(course.paths.gradebook)
+    gb.sync_assignments(course.assignments)
+    return gb
+
+
+# ------------------------------------------------------------------ check (the student loop)
+
+@dataclass
+class CheckReport:
+    slug: str
+    exit_code: int
+    rows: list[dict[str, Any]]
+    results: list[Any]
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and bool(self.results) and all(r.outcome == "passed" for r in self.results)
+
+
+def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str | None = None,
+          submission: Path | None = None, extra_args: Sequence[str] = ()) -> CheckReport:
+    """Run the public tests of ``slug`` against the student's folder with the local backend."""
+    import pytest
+    from course.grading import judge
+    course.assignment(slug)
+    folder = course.paths.assignments / slug
+    tests = folder / "tests"
+    if not tests.is_dir():
+        raise CourseError(f"{tests}: assignment {slug!r} has no public tests folder")
+    args = [str(tests), "-p", "no:cacheprovider", "--rootdir", str(folder), "--submission",
+            str(submission or folder), "--backend", "local", "-q", "--no-header"]
+    for t in tasks:
+        args += ["--task", t]
+    if keyword:
+        args += ["-k", keyword]
+    args += list(extra_args)
+    collected: list[Any] = []
+    judge.COLLECTED = collected
+    try:
+        code = pytest.main(args)
+    finally:
+        judge.COLLECTED = None
+    return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected)
+
+
+# ------------------------------------------------------------------ release / collect
+
+def release(course: Course, slugs: Sequence[str] | None = None, out: Path | None = None) -> release_mod.ReleaseReport:
+    return release_mod.release(course, list(slugs) if slugs else None, out)
+
+
+def collect(course: Course, source: Path, slug: str, *, student: str | None = None,
+            submitted_at: str | None = None, ref: str = "HEAD") -> collect_mod.CollectReport:
+    when = None
+    if submitted_at:
+        when = config_mod.parse_datetime(submitted_at, "--submitted-at", config_mod._Ctx(Path("command line")))
+    with open_gradebook(course) as gb:
+        return collect_mod.collect(course, source, slug, student=student, submitted_at=when, ref=ref, gradebook=gb)
+
+
+# ------------------------------------------------------------------ grade
+
+@dataclass
+class GradeRow:
+    student: str
+    slug: str
+    attempt: int
+    status: str          # graded | skipped (already graded) | error
+    points: float = 0.0
+    max_points: float = 0.0
+    pending: int = 0
+    isolation: str | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class GradeReport:
+    rows: list[GradeRow] = field(default_factory=list)
+    isolation_note: str = ""
+    executor: str = "local"
+    wall_seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[GradeRow]:
+        return [r for r in self.rows if r.status == "error"]
+
+
+def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, students: Sequence[str] | None, *,
+                 force: bool, only_pending: bool) -> tuple[list[Job], list[GradeRow]]:
+    """Which submissions need grading (and which tests, with ``only_pending``); the rest are skipped."""
+    jobs, skipped = [], []
+    assignments = course.select(list(slugs) if slugs else None)
+    for a in assignments:
+        subs = gb.submissions([a.slug], students)
+        if not subs:
+            continue
+        spec = spec_for(course, a.slug)
+        for sub in subs:
+            path = (course.paths.root / sub.path).resolve()
+            current = gb.current_grading(sub.id)
+            if only_pending:
+                if current is None or not current.pending:
+                    skipped.append(GradeRow(sub.student, a.slug, sub.attempt, "skipped",
+                                            message="nothing pending" if current else "not graded yet"))
+                    continue
+                names = [r.name for r in gb.results(current.id) if r.outcome == "pending"]
+                jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, tuple(names),
+                                payload={"submission_id": sub.id, "merge_into": current.id, "attempt": sub.attempt,
+                                         "student": sub.student}))
+                continue
+            if not force and current is not None and current.grader_version == spec.version:
+                skipped.append(GradeRow(sub.student, a.slug, sub.attempt, "skipped", current.points or 0.0,
+                                        current.max_points or 0.0, current.pending or 0, current.isolation,
+                                        message="already graded with this grader version"))
+                continue
+            jobs.append(Job(f"{sub.student}/{a.slug}", spec, path,
+                            payload={"submission_id": sub.id, "merge_into": None, "attempt": sub.attempt,
+                                     "student": sub.student}))
+    return jobs, skipped
+
+
+def make_executor(course: Course, *, executor: str | None, jobs: int, backend: str, device: str,
+                  require_isolation: bool, scheduler: str | None = None) -> Any:
+    kind = executor or course.executor.kind
+    if kind == "dask":
+        from course.grading.dask_executor import DaskExecutor
+        return DaskExecutor(scheduler or course.executor.scheduler, backend=backend, device=device,
+                            require_isolation=require_isolation)
+    return LocalExecutor(jobs, backend=backend, device=device, require_isolation=require_isolation)
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise GradingError("--device cuda: CUDA is not available on this machine")
+
+
+def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None, *,
+          jobs: int = 1, backend: str = "sandbox", force: bool = False, only_pending: bool = False,
+          device: str = "cpu", require_isolation: bool = False, executor: str | None = None,
+          scheduler: str | None = None, on_plan: Callable[[int, int], None] | None = None,
+          on_start: Callable[[Job], None] | None = None,
+          on_done: Callable[[GradeRow], None] | None = None) -> GradeReport:
+    """Grade every latest attempt; each submission is recorded in one transaction as it finishes."""
+    import time
+    t0 = time.monotonic()
+    if slugs:
+        for s in slugs:
+            course.assignment(s)
+    _check_device(device)
+    report_ = GradeReport()
+    with open_gradebook(course) as gb:
+        planned, skipped = plan_grading(course, gb, slugs, students, force=force, only_pending=only_pending)
+        report_.rows.extend(skipped)
+        if on_plan:
+            on_plan(len(planned), len(skipped))
+        if not planned:
+            report_.wall_seconds = time.monotonic() - t0
+            return report_
+        ex = make_executor(course, executor=executor, jobs=jobs, backend=backend, device=device,
+                           require_isolation=require_isolation, scheduler=scheduler)
+        report_.executor = ex.name
+
+        def record(result: JobResult) -> None:
+            row = _record(gb, result, backend=backend, device=device)
+            report_.rows.append(row)
+            if on_done:
+                on_done(row)
+        try:
+            ex.run(planned, on_start=on_start, on_done=record)
+        finally:
+            report_.isolation_note = getattr(ex, "isolation_note", "")
+            ex.close()
+    report_.wall_seconds = time.monotonic() - t0
+    return report_
+
+
+def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> GradeRow:
+    p = result.job.payload
+    student, slug = p["student"], result.job.spec.slug
+    if not result.ok:
+        gb.save_error(p["submission_id"], result.job.spec.version, result.message, backend=backend, device=device,
+                      started_at=result.started_at, duration=result.duration)
+        return GradeRow(student, slug, p["attempt"], "error", message=result.message, seconds=result.duration)
+    gid = gb.save_grading(p["submission_id"], result.job.spec.version, result.results, backend=backend, device=device,
+                          isolation=result.isolation, started_at=result.started_at, duration=result.duration,
+                          merge_into=p.get("merge_into"))
+    g = gb.current_grading(p["submission_id"])
+    assert g is not None and g.id == gid
+    return GradeRow(student, slug, p["attempt"], "graded", g.points or 0.0, g.max_points or 0.0, g.pending or 0,
+                    result.isolation, result.duration)
+
+
+# ------------------------------------------------------------------ status / feedback / export
+
+@dataclass
+class StatusRow:
+    slug: str
+    collected: int
+    graded: int
+    stale: int           # graded with an older grader version
+    not_graded: int
+    pending: int         # submissions with GPU tests pending
+    failed: int          # grading errors (infrastructure), retried by the next run
+    needs_manual: int
+    mean_score: float | None
+
+
+def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]:
+    rows = []
+    with open_gradebook(course) as gb:
+        for a in course.assignments:
+            subs = gb.submissions([a.slug])
+            version = None
+            try:
+                version = spec_for(course, a.slug).version
+            except GradingError:
+                pass
+            graded = stale = not_graded = pending = failed = manual = 0
+            scores = []
+            for sub in subs:
+                current = gb.current_grading(sub.id)
+                err = gb.last_error(sub.id)
+                if current is None:
+                    if err is not None:
+                        failed += 1
+                    else:
+                        not_graded += 1
+                    continue
+                if version is not None and current.grader_version != version:
+                    stale += 1
+                else:
+                    graded += 1
+                pending += bool(current.pending)
+                scores.append(current.points or 0.0)
+                manual += any(m["score"] is None for m in gb.manual_scores(sub.student, a.slug))
+            rows.append(StatusRow(a.slug, len(subs), graded, stale, not_graded, pending, failed, manual,
+                                  round(sum(scores) / len(scores), 2) if scores else None))
+    return rows, list(course.extensions)
+
+
+def feedback(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
+             out: Path | None = None) -> list[Path]:
+    with open_gradebook(course) as gb:
+        graded = [g for g in report.load_graded(course, gb, slugs, students) if g.status != "missing"]
+    return report.write_feedback(graded, Path(out) if out else course.paths.feedback, course)
+
+
+def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[str] | None = None) -> list[Path]:
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    with open_gradebook(course) as gb:
+        graded = report.load_graded(course, gb, selected)
+    base = Path(out) if out else course.paths.exports
+    if fmt == "csv":
+        path = base if base.suffix == ".csv" else base / "grades.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report.csv_export(graded, selected), encoding="utf-8")
+        return [path]
+    if fmt == "junit":
+        path = base if base.suffix == ".xml" else base / "junit.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report.junit_xml(graded), encoding="utf-8")
+        return [path]
+    if fmt == "gradescope":
+        written = []
+        for g in graded:
+            if g.status == "graded":
+                path = base / "gradescope" / g.slug / g.student / "results.json"
+                report.write_json(path, report.gradescope_results(g))
+                written.append(path)
+        return written
+    raise CourseError(f"--format {fmt!r}: use csv, gradescope or junit")
+
+
+# ------------------------------------------------------------------ validate (the instructor's safety net)
+
+@dataclass
+class ValidationReport:
+    slug: str
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)   # (check, ok, detail)
+    solution_points: float = 0.0
+    solution_pending: float = 0.0
+    stub_points: float = 0.0
+    total: float = 0.0
+    manual_points: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for _, ok, _ in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> None:
+        self.checks.append((name, ok, detail))
+
+
+def _overlay(course: Course, slug: str, dest: Path, with_solution: bool) -> Path:
+    """The assignment folder as a student would submit it: stubs, or the solution's modules."""
+    shutil.copytree(course.paths.assignments / slug, dest,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+    if with_solution:
+        for src in (course.paths.solutions / slug).iterdir():
+            if src.is_file():
+                shutil.copyfile(src, dest / src.name)
+    return dest
+
+
+def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 2, backend: str = "sandbox",
+             on_progress: Callable[[str], None] | None = None) -> list[ValidationReport]:
+    """For each assignment: solution full marks, stub 0, stubs in sync, points add up, public pass, no leak."""
+    import time
+    reports = []
+    for a in course.select(list(slugs) if slugs else None):
+        t0 = time.monotonic()
+        rep = ValidationReport(a.slug, total=a.points)
+        reports.append(rep)
+        sol_dir = course.paths.solutions / a.slug
+        try:
+            stale = stubs.drift(sol_dir, course.paths.assignments / a.slug)
+            rep.add("stubs in sync with solutions", not stale,
+                    f"out of date: {', '.join(stale)} (run course release {a.slug})" if stale else "")
+        except CourseError as exc:
+            rep.add("stubs in sync with solutions", False, str(exc))
+        try:
+            spec = spec_for(course, a.slug)
+        except GradingError as exc:
+            rep.add("hidden tests exist", False, str(exc))
+            continue
+        if on_progress:
+            on_progress(f"{a.slug}: grading the solution and the stub")
+        with tempfile.TemporaryDirectory(prefix="course-validate-") as tmp:
+            sol = _overlay(course, a.slug, Path(tmp) / "solution", True)
+            stub = _overlay(course, a.slug, Path(tmp) / "stub", False)
+            ex = LocalExecutor(jobs, backend=backend, device="cpu")
+            try:
+                done = {r.job.key: r for r in ex.run([Job("solution", spec, sol), Job("stub", spec, stub)])}
+            finally:
+                ex.close()
+        sol_r, stub_r = done["solution"], done["stub"]
+        if not sol_r.ok or not stub_r.ok:
+            rep.add("grading ran", False, sol_r.message or stub_r.message)
+            continue
+        results = sol_r.results
+        unmarked_points = [r.name for r in results if r.max_points <= 0]
+        unmarked_task = [r.name for r in results if not r.task]
+        rep.add("every test carries points", not unmarked_points, ", ".join(unmarked_points[:5]))
+        rep.add("every test carries a task", not unmarked_task, ", ".join(unmarked_task[:5]))
+        total = round(sum(r.max_points for r in results), 6)
+        rep.manual_points = _manual_points(course, a.slug)
+        rep.add("points add up to course.yml", abs(total + rep.manual_points - a.points) < 1e-6,
+                f"tests {total:g}" + (f" + manual {rep.manual_points:g}" if rep.manual_points else "")
+                + f" vs course.yml {a.points:g}")
+        rep.solution_points = round(sum(r.points for r in results), 4)
+        rep.solution_pending = round(sum(r.max_points for r in results if r.outcome == "pending"), 4)
+        bad = [f"{r.name} ({r.outcome}: {r.detail.splitlines()[0][:120] if r.detail else ''})"
+               for r in results if r.outcome not in ("passed", "pending")]
+        rep.add("solution scores full marks", not bad and abs(rep.solution_points + rep.solution_pending - total) < 1e-6,
+                "; ".join(bad[:5]))
+        public_bad = [r.name for r in results if not r.hidden and r.outcome not in ("passed", "pending")]
+        rep.add("public tests pass on the solution", not public_bad, ", ".join(public_bad[:5]))
+        rep.add("public tests exist", any(not r.hidden for r in results), "")
+        rep.stub_points = round(sum(r.points for r in stub_r.results), 4)
+        stub_passing = [r.name for r in stub_r.results if r.outcome == "passed"]
+        rep.add("stub scores 0", rep.stub_points == 0, ", ".join(stub_passing[:5]))
+        names_public = {r.name.split("::", 1)[-1].split("[")[0] for r in results if not r.hidden}
+        names_hidden = {r.name.split("::", 1)[-1].split("[")[0] for r in results if r.hidden}
+        clash = names_public & names_hidden
+        rep.add("hidden test names differ from public ones", not clash, ", ".join(sorted(clash)))
+        with tempfile.TemporaryDirectory(prefix="course-validate-release-") as tmp:
+            try:
+                release_mod.release(course, [a.slug], Path(tmp) / "bundle", regenerate=False)
+                rep.add("a release leaks nothing", True)
+            except CourseError as exc:
+                rep.add("a release leaks nothing", False, str(exc))
+        rep.seconds = round(time.monotonic() - t0, 1)
+    return reports
+
+
+def _manual_points(course: Course, slug: str) -> float:
+    """Points of manually graded parts (e.g. written notebook cells), from graders/<slug>/manual.json."""
+    path = course.paths.graders / slug / "manual.json"
+    if not path.is_file():
+        return 0.0
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+        return float(sum(float(i["points"]) for i in items))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CourseError(f"{path}: expected a JSON list of {{item, points}} ({exc})") from None

@@ -1,0 +1,300 @@
+"""The gradebook: one SQLite file (WAL), the single record of students, submissions and results.
+
+One transaction per graded submission: a ``course grade`` killed at any moment leaves every
+submission either fully graded or not graded at all, so a re-run resumes with nothing lost and
+nothing counted twice. Grading the same submission with the same grader version again is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS students (id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS assignments (
+    slug TEXT PRIMARY KEY, title TEXT NOT NULL, points REAL NOT NULL, due TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY,
+    student TEXT NOT NULL REFERENCES students(id),
+    slug TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    submitted_at TEXT NOT NULL,
+    late_by REAL NOT NULL,            -- seconds after the due date that applied when last computed
+    sha256 TEXT NOT NULL,             -- content hash of the collected files
+    path TEXT NOT NULL,               -- submitted/<student>/<slug>/<attempt>, relative to the course
+    source TEXT,                      -- where it was collected from
+    collected_at TEXT NOT NULL,
+    UNIQUE (student, slug, attempt));
+CREATE TABLE IF NOT EXISTS gradings (
+    id INTEGER PRIMARY KEY,
+    submission_id INTEGER NOT NULL REFERENCES submissions(id),
+    grader_version TEXT NOT NULL,     -- hash of graders/<slug> + the public tests + the course engine
+    status TEXT NOT NULL,             -- graded | error
+    backend TEXT, device TEXT, isolation TEXT,
+    points REAL, max_points REAL, pending INTEGER,
+    message TEXT,                     -- for status=error: why grading could not run (retried next run)
+    started_at TEXT, finished_at TEXT, duration REAL);
+CREATE INDEX IF NOT EXISTS gradings_by_submission ON gradings(submission_id, id);
+CREATE TABLE IF NOT EXISTS results (
+    grading_id INTEGER NOT NULL REFERENCES gradings(id) ON DELETE CASCADE,
+    test_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    task TEXT,
+    hidden INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('passed','failed','error','timeout','pending','skipped')),
+    points REAL NOT NULL,
+    max_points REAL NOT NULL,
+    message TEXT NOT NULL,            -- public message: empty for hidden tests
+    detail TEXT NOT NULL,             -- instructor-only detail (never in feedback)
+    location TEXT,                    -- file:line in the student's code, for public failures
+    duration REAL NOT NULL,
+    PRIMARY KEY (grading_id, test_id));
+CREATE TABLE IF NOT EXISTS manual_scores (
+    student TEXT NOT NULL, slug TEXT NOT NULL, item TEXT NOT NULL,
+    score REAL, max_score REAL NOT NULL, grader TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (student, slug, item));
+"""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class SubmissionRow:
+    id: int
+    student: str
+    slug: str
+    attempt: int
+    submitted_at: str
+    late_by: float
+    sha256: str
+    path: str
+    source: str | None
+
+
+@dataclass(frozen=True)
+class GradingRow:
+    id: int
+    submission_id: int
+    grader_version: str
+    status: str
+    backend: str | None
+    device: str | None
+    isolation: str | None
+    points: float | None
+    max_points: float | None
+    pending: int | None
+    message: str | None
+    finished_at: str | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    test_id: str
+    name: str
+    task: str | None
+    hidden: bool
+    outcome: str
+    points: float
+    max_points: float
+    message: str
+    detail: str
+    location: str | None
+    duration: float
+
+
+class Gradebook:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in _statements(SCHEMA):
+                self.db.execute(statement)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Gradebook":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # -------------------------------------------------------------- assignments and submissions
+
+    def sync_assignments(self, assignments: Iterable[Any]) -> None:
+        with self.transaction() as db:
+            for a in assignments:
+                db.execute("INSERT INTO assignments VALUES (?,?,?,?) ON CONFLICT(slug) DO UPDATE SET "
+                           "title=excluded.title, points=excluded.points, due=excluded.due",
+                           (a.slug, a.title, a.points, a.due.isoformat()))
+
+    def next_attempt(self, student: str, slug: str) -> int:
+        row = self.db.execute("SELECT MAX(attempt) FROM submissions WHERE student=? AND slug=?",
+                              (student, slug)).fetchone()
+        return (row[0] or 0) + 1
+
+    def latest_sha(self, student: str, slug: str) -> str | None:
+        row = self.db.execute("SELECT sha256 FROM submissions WHERE student=? AND slug=? ORDER BY attempt DESC "
+                              "LIMIT 1", (student, slug)).fetchone()
+        return row[0] if row else None
+
+    def add_submission(self, *, student: str, slug: str, attempt: int, submitted_at: str, late_by: float,
+                       sha256: str, path: str, source: str | None) -> int:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO students VALUES (?)", (student,))
+            cur = db.execute("INSERT INTO submissions (student, slug, attempt, submitted_at, late_by, sha256, path, "
+                             "source, collected_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (student, slug, attempt, submitted_at, late_by, sha256, path, source, now()))
+            return int(cur.lastrowid)
+
+    def set_late_by(self, updates: Sequence[tuple[float, int]]) -> None:
+        if updates:
+            with self.transaction() as db:
+                db.executemany("UPDATE submissions SET late_by=? WHERE id=?", updates)
+
+    def submissions(self, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
+                    latest_only: bool = True) -> list[SubmissionRow]:
+        sql = "SELECT * FROM submissions s"
+        where, args = [], []
+        if latest_only:
+            where.append("attempt = (SELECT MAX(attempt) FROM submissions t WHERE t.student=s.student AND t.slug=s.slug)")
+        if slugs:
+            where.append(f"slug IN ({','.join('?' * len(slugs))})")
+            args += list(slugs)
+        if students:
+            where.append(f"student IN ({','.join('?' * len(students))})")
+            args += list(students)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY slug, student, attempt"
+        return [SubmissionRow(**{k: r[k] for k in SubmissionRow.__dataclass_fields__})
+                for r in self.db.execute(sql, args)]
+
+    def students(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM students ORDER BY id")]
+
+    # -------------------------------------------------------------- gradings
+
+    def current_grading(self, submission_id: int, *, graded_only: bool = True) -> GradingRow | None:
+        sql = "SELECT * FROM gradings WHERE submission_id=?" + (" AND status='graded'" if graded_only else "")
+        row = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", (submission_id,)).fetchone()
+        return _grading(row) if row else None
+
+    def is_graded(self, submission_id: int, grader_version: str) -> bool:
+        current = self.current_grading(submission_id)
+        return current is not None and current.grader_version == grader_version
+
+    def results(self, grading_id: int) -> list[ResultRow]:
+        rows = self.db.execute("SELECT * FROM results WHERE grading_id=? ORDER BY hidden, task, test_id", (grading_id,))
+        return [ResultRow(test_id=r["test_id"], name=r["name"], task=r["task"], hidden=bool(r["hidden"]),
+                          outcome=r["outcome"], points=r["points"], max_points=r["max_points"], message=r["message"],
+                          detail=r["detail"], location=r["location"], duration=r["duration"]) for r in rows]
+
+    def save_grading(self, submission_id: int, grader_version: str, results: Sequence[Any], *, backend: str,
+                     device: str, isolation: str, started_at: str, duration: float,
+                     merge_into: int | None = None) -> int:
+        """Record one submission's results in one transaction; returns the grading's id.
+
+        With ``merge_into``, the results replace only those tests in that earlier grading (used by
+        ``--only-pending``), the other tests' results are carried over.
+        """
+        with self.transaction() as db:
+            carried: list[ResultRow] = []
+            if merge_into is not None:
+                new_ids = {r.test_id for r in results}
+                carried = [r for r in self.results(merge_into) if r.test_id not in new_ids]
+            all_results = [*carried, *results]
+            points = sum(r.points for r in all_results)
+            max_points = sum(r.max_points for r in all_results)
+            pending = sum(1 for r in all_results if r.outcome == "pending")
+            cur = db.execute(
+                "INSERT INTO gradings (submission_id, grader_version, status, backend, device, isolation, points, "
+                "max_points, pending, message, started_at, finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (submission_id, grader_version, "graded", backend, device, isolation, round(points, 6),
+                 round(max_points, 6), pending, None, started_at, now(), round(duration, 3)))
+            grading_id = int(cur.lastrowid)
+            db.executemany(
+                "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(grading_id, r.test_id, r.name, r.task, int(bool(r.hidden)), r.outcome, float(r.points),
+                  float(r.max_points), r.message or "", r.detail or "", r.location, float(r.duration))
+                 for r in all_results])
+        return grading_id
+
+    def save_error(self, submission_id: int, grader_version: str, message: str, *, backend: str, device: str,
+                   started_at: str, duration: float) -> int:
+        """Grading could not run (infrastructure): recorded, and retried by the next ``course grade``."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO gradings (submission_id, grader_version, status, backend, device, message, started_at, "
+                "finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?)",
+                (submission_id, grader_version, "error", backend, device, message[:4000], started_at, now(),
+                 round(duration, 3)))
+            return int(cur.lastrowid)
+
+    def last_error(self, submission_id: int) -> GradingRow | None:
+        row = self.db.execute("SELECT * FROM gradings WHERE submission_id=? ORDER BY id DESC LIMIT 1",
+                              (submission_id,)).fetchone()
+        if row is None or row["status"] != "error":
+            return None
+        return _grading(row)
+
+    # -------------------------------------------------------------- manual scores (notebooks)
+
+    def set_manual_score(self, student: str, slug: str, item: str, score: float | None, max_score: float,
+                         grader: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO manual_scores VALUES (?,?,?,?,?,?,?) ON CONFLICT(student, slug, item) DO UPDATE "
+                       "SET score=excluded.score, max_score=excluded.max_score, grader=excluded.grader, "
+                       "updated_at=excluded.updated_at", (student, slug, item, score, max_score, grader, now()))
+
+    def manual_scores(self, student: str, slug: str) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM manual_scores WHERE student=? AND slug=? ORDER BY item",
+                                    (student, slug)))
+
+    # -------------------------------------------------------------- comparison (tests, resumability)
+
+    def snapshot(self) -> list[tuple]:
+        """Everything that a grade depends on, without timestamps: equal for equal gradebooks."""
+        rows = self.db.execute(
+            "SELECT s.student, s.slug, s.attempt, s.sha256, g.grader_version, g.status, g.points, g.max_points, "
+            "g.pending, r.test_id, r.outcome, r.points, r.max_points, r.message "
+            "FROM submissions s JOIN gradings g ON g.submission_id = s.id "
+            "AND g.id = (SELECT MAX(id) FROM gradings h WHERE h.submission_id = s.id) "
+            "LEFT JOIN results r ON r.grading_id = g.id ORDER BY 1, 2, 3, 10")
+        return [tuple(r) for r in rows]
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _grading(row: sqlite3.Row) -> GradingRow:
+    return GradingRow(**{k: row[k] for k in GradingRow.__dataclass_fields__})

@@ -1,0 +1,392 @@
+"""Feedback (Markdown + HTML), CSV, Gradescope ``results.json``, JUnit XML, and the CI summary.
+
+Everything here works on :class:`Graded` records (built from the gradebook, or straight from a
+judge's results for ``course ci``). Hidden tests appear by name, outcome and points only: their
+messages, inputs and assertion text never reach a student-facing file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from course.config import Course
+from course.gradebook import Gradebook, ResultRow
+
+HIDDEN_FAILED = "a hidden test did not pass"
+
+
+@dataclass
+class Graded:
+    """One student's latest submission of one assignment, with its current grade."""
+
+    student: str
+    slug: str
+    title: str
+    max_points: float                         # course.yml's points for the assignment
+    status: str                               # graded | not graded | error | missing
+    attempt: int | None = None
+    submitted_at: str | None = None
+    late_by: float = 0.0                      # seconds after the due date (extensions applied)
+    penalty: float = 0.0                      # fraction of the score lost to lateness
+    results: list[ResultRow] = field(default_factory=list)
+    manual: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+    isolation: str | None = None
+    message: str = ""
+    due: str | None = None
+    extension: str | None = None
+
+    @property
+    def raw(self) -> float:
+        return round(sum(r.points for r in self.results) + sum(m["score"] or 0.0 for m in self.manual), 4)
+
+    @property
+    def final(self) -> float:
+        return round(self.raw * (1.0 - self.penalty), 4)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for r in self.results if r.outcome == "pending")
+
+    @property
+    def needs_manual(self) -> list[str]:
+        return [m["item"] for m in self.manual if m["score"] is None]
+
+    @property
+    def late_hours(self) -> float:
+        return round(self.late_by / 3600.0, 2)
+
+
+def _result_rows(results: Iterable[Any]) -> list[ResultRow]:
+    rows = []
+    for r in results:
+        if isinstance(r, ResultRow):
+            rows.append(r)
+        else:
+            rows.append(ResultRow(test_id=r.test_id, name=r.name, task=r.task, hidden=bool(r.hidden), outcome=r.outcome,
+                                  points=r.points, max_points=r.max_points, message=r.message, detail=r.detail,
+                                  location=r.location, duration=r.duration))
+    return rows
+
+
+def graded_from_results(course: Course | None, student: str, slug: str, results: Iterable[Any], *,
+                        title: str | None = None, max_points: float | None = None, duration: float = 0.0,
+                        isolation: str | None = None, late_by: float = 0.0) -> Graded:
+    """A :class:`Graded` straight from a judge's results (``course ci``, Gradescope)."""
+    a = course.assignment(slug) if course is not None else None
+    penalty = course.late_policy.penalty_fraction(late_by) if course is not None else 0.0
+    rows = _result_rows(results)
+    return Graded(student=student, slug=slug, title=title or (a.title if a else slug),
+                  max_points=max_points if max_points is not None else (a.points if a else sum(r.max_points for r in rows)),
+                  status="graded", results=rows, duration=duration, isolation=isolation, late_by=late_by,
+                  penalty=penalty)
+
+
+def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
+                students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
+    """The current grade of every (student, assignment), from the gradebook."""
+    assignments = course.select(list(slugs) if slugs else None)
+    subs = {(s.student, s.slug): s for s in gradebook.submissions([a.slug for a in assignments], students)}
+    everyone = sorted(set(students or gradebook.students()) | {s for s, _ in subs})
+    out = []
+    for a in assignments:
+        for student in everyone:
+            sub = subs.get((student, a.slug))
+            due = course.due_for(student, a.slug)
+            ext = next((e for e in course.extensions if e.student == student and e.assignment == a.slug), None)
+            if sub is None:
+                if include_missing:
+                    out.append(Graded(student, a.slug, a.title, a.points, "missing", due=due.isoformat(),
+                                      extension=ext.reason if ext else None))
+                continue
+            late_by = max(0.0, (dt.datetime.fromisoformat(sub.submitted_at) - due).total_seconds())
+            g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
+                       submitted_at=sub.submitted_at, late_by=late_by,
+                       penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
+                       extension=(ext.reason or "extension") if ext else None)
+            grading = gradebook.current_grading(sub.id)
+            if grading is not None:
+                g.status = "graded"
+                g.results = gradebook.results(grading.id)
+                g.duration = grading.duration or 0.0
+                g.isolation = grading.isolation
+            else:
+                err = gradebook.last_error(sub.id)
+                if err is not None:
+                    g.status, g.message = "error", err.message or ""
+            g.manual = [dict(m) for m in gradebook.manual_scores(student, a.slug)]
+            out.append(g)
+    return out
+
+
+# ------------------------------------------------------------------ per-task view
+
+def tasks(g: Graded) -> list[dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for r in g.results:
+        key = r.task or "-"
+        row = rows.setdefault(key, {"task": key, "tests": 0, "passed": 0, "points": 0.0, "max_points": 0.0,
+                                    "pending": 0})
+        row["tests"] += 1
+        row["passed"] += r.outcome == "passed"
+        row["pending"] += r.outcome == "pending"
+        row["points"] += r.points
+        row["max_points"] += r.max_points
+    return [rows[k] for k in sorted(rows, key=lambda t: [int(p) if p.isdigit() else 10**6 for p in t.split(".")])]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
+
+
+def _lateness(g: Graded, course: Course | None) -> str:
+    if g.late_by <= 0:
+        return "on time"
+    hours = g.late_by / 3600
+    text = f"{hours:.1f} h late"
+    if g.penalty >= 1.0:
+        return text + ": past the last accepted day, the score is zero"
+    if g.penalty > 0:
+        return text + f": late penalty {g.penalty * 100:.0f} %"
+    return text + " (within the grace period: no penalty)"
+
+
+# ------------------------------------------------------------------ feedback
+
+def feedback_markdown(g: Graded, course: Course | None = None) -> str:
+    lines = [f"# {g.title} — feedback for {g.student}", ""]
+    if g.status == "missing":
+        return "\n".join(lines + ["No submission was collected for this assignment.", ""])
+    lines.append(f"- Submission: attempt {g.attempt}, submitted {g.submitted_at} ({_lateness(g, course)})")
+    if g.extension:
+        lines.append(f"- Extension: due {g.due} ({g.extension})")
+    if g.status != "graded":
+        lines += [f"- Status: {g.status}. {('The grader will retry it.' if g.status == 'error' else '')}", ""]
+        return "\n".join(lines)
+    lines.append(f"- **Score: {_fmt(g.final)} / {_fmt(g.max_points)}**"
+                 + (f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""))
+    if g.pending:
+        lines.append(f"- {g.pending} GPU test(s) are pending: they are graded on a GPU machine later.")
+    if g.needs_manual:
+        lines.append(f"- Needs manual grading: {', '.join(g.needs_manual)}")
+    lines += ["", "## Points per task", "", "| task | tests passed | points |", "| --- | --- | --- |"]
+    for t in tasks(g):
+        pend = f" ({t['pending']} pending)" if t["pending"] else ""
+        lines.append(f"| {t['task']} | {t['passed']}/{t['tests']}{pend} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
+    for m in g.manual:
+        score = "needs manual grading" if m["score"] is None else f"{_fmt(m['score'])} / {_fmt(m['max_score'])}"
+        lines.append(f"| written: {m['item']} | — | {score} |")
+    failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
+    lines += ["", "## Public tests that did not pass", ""]
+    if not failures:
+        lines.append("All public tests passed.")
+    for r in failures:
+        where = f" at `{r.location}`" if r.location else ""
+        lines.append(f"- `{r.name}` (task {r.task}, {r.outcome}){where}:")
+        lines += ["", "  ```", *("  " + ln for ln in (r.message or r.outcome).splitlines()[:30]), "  ```", ""]
+    hidden = [r for r in g.results if r.hidden]
+    if hidden:
+        lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only.", "",
+                  "| test | task | outcome | points |", "| --- | --- | --- | --- |"]
+        for r in hidden:
+            lines.append(f"| `{r.name}` | {r.task} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
+color:#1a1a1a;line-height:1.45}table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;
+padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}.passed{color:#0a6b2d}.failed,.error,.timeout{color:#a11}
+.pending{color:#8a6d00}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;white-space:pre-wrap}
+.score{font-size:1.3rem;font-weight:600}"""
+
+
+def feedback_html(g: Graded, course: Course | None = None) -> str:
+    """A self-contained page (no external assets); every student-controlled string is escaped."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(g.title)} — {e(g.student)}</title>"
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(g.title)} — feedback for {e(g.student)}</h1>"]
+    if g.status == "missing":
+        parts.append("<p>No submission was collected for this assignment.</p></body></html>")
+        return "".join(parts)
+    parts.append(f"<p>Submission: attempt {g.attempt}, submitted {e(str(g.submitted_at))} ({e(_lateness(g, course))})</p>")
+    if g.extension:
+        parts.append(f"<p>Extension: due {e(str(g.due))} ({e(g.extension)})</p>")
+    if g.status != "graded":
+        parts.append(f"<p>Status: {e(g.status)}</p></body></html>")
+        return "".join(parts)
+    raw = f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""
+    parts.append(f"<p class='score'>Score: {_fmt(g.final)} / {_fmt(g.max_points)}{e(raw)}</p>")
+    if g.pending:
+        parts.append(f"<p class='pending'>{g.pending} GPU test(s) pending: graded on a GPU machine later.</p>")
+    if g.needs_manual:
+        parts.append(f"<p class='pending'>Needs manual grading: {e(', '.join(g.needs_manual))}</p>")
+    parts.append("<h2>Points per task</h2><table><tr><th>task</th><th>tests passed</th><th>points</th></tr>")
+    for t in tasks(g):
+        parts.append(f"<tr><td>{e(t['task'])}</td><td>{t['passed']}/{t['tests']}</td>"
+                     f"<td>{_fmt(t['points'])} / {_fmt(t['max_points'])}</td></tr>")
+    for m in g.manual:
+        score = "needs manual grading" if m["score"] is None else f"{_fmt(m['score'])} / {_fmt(m['max_score'])}"
+        parts.append(f"<tr><td>written: {e(m['item'])}</td><td>—</td><td>{e(score)}</td></tr>")
+    parts.append("</table><h2>Public tests that did not pass</h2>")
+    failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
+    if not failures:
+        parts.append("<p class='passed'>All public tests passed.</p>")
+    for r in failures:
+        where = f" at <code>{e(r.location)}</code>" if r.location else ""
+        parts.append(f"<h3><code>{e(r.name)}</code> <span class='{e(r.outcome)}'>{e(r.outcome)}</span></h3>"
+                     f"<p>task {e(str(r.task))}{where}</p><pre>{e(r.message or r.outcome)}</pre>")
+    hidden = [r for r in g.results if r.hidden]
+    if hidden:
+        parts.append("<h2>Hidden tests</h2><p>Hidden tests are shown by name, outcome and points only.</p>"
+                     "<table><tr><th>test</th><th>task</th><th>outcome</th><th>points</th></tr>")
+        for r in hidden:
+            parts.append(f"<tr><td><code>{e(r.name)}</code></td><td>{e(str(r.task))}</td>"
+                         f"<td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
+                         f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write_feedback(graded: Iterable[Graded], folder: Path, course: Course | None = None) -> list[Path]:
+    written = []
+    for g in graded:
+        target = folder / g.slug
+        target.mkdir(parents=True, exist_ok=True)
+        md, page = target / f"{g.student}.md", target / f"{g.student}.html"
+        md.write_text(feedback_markdown(g, course), encoding="utf-8")
+        page.write_text(feedback_html(g, course), encoding="utf-8")
+        written += [md, page]
+    return written
+
+
+# ------------------------------------------------------------------ exports
+
+def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
+    """One row per student: score after penalty per assignment, ``_raw``, ``_late_hours``, and the total."""
+    by_student: dict[str, dict[str, Graded]] = {}
+    for g in graded:
+        by_student.setdefault(g.student, {})[g.slug] = g
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["student_id"]
+    for slug in slugs:
+        header += [slug, f"{slug}_raw", f"{slug}_late_hours"]
+    writer.writerow(header + ["total"])
+    for student in sorted(by_student):
+        row: list[Any] = [student]
+        total = 0.0
+        for slug in slugs:
+            g = by_student[student].get(slug)
+            if g is None or g.status != "graded":
+                row += [0, 0, g.late_hours if g else 0]
+                continue
+            row += [_fmt(g.final), _fmt(g.raw), g.late_hours]
+            total += g.final
+        writer.writerow(row + [_fmt(round(total, 4))])
+    return buf.getvalue()
+
+
+def gradescope_results(g: Graded) -> dict[str, Any]:
+    """Gradescope's results.json for one submission (its exact field names)."""
+    tests = []
+    for r in g.results:
+        status = "passed" if r.outcome == "passed" else "failed"
+        tests.append({
+            "name": r.name,
+            "score": round(r.points, 4),
+            "max_score": round(r.max_points, 4),
+            "status": status,
+            "output": "" if r.hidden else (r.message if r.outcome != "passed" else ""),
+            "visibility": "after_published" if r.hidden else "visible",
+            "tags": [f"task {r.task}"] + (["pending"] if r.outcome == "pending" else []) + [r.outcome],
+        })
+    summary = [f"{g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}"]
+    if g.penalty:
+        summary.append(f"late: {_lateness(g, None)}")
+    if g.pending:
+        summary.append(f"{g.pending} GPU test(s) pending")
+    return {
+        "score": round(g.final, 4),
+        "execution_time": round(g.duration, 3),
+        "output": "\n".join(summary),
+        "output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def junit_xml(graded: Sequence[Graded]) -> str:
+    root = ET.Element("testsuites")
+    for g in graded:
+        if g.status != "graded":
+            continue
+        failures = sum(1 for r in g.results if r.outcome == "failed")
+        errors = sum(1 for r in g.results if r.outcome in ("error", "timeout"))
+        skipped = sum(1 for r in g.results if r.outcome in ("pending", "skipped"))
+        suite = ET.SubElement(root, "testsuite", name=f"{g.student}/{g.slug}", tests=str(len(g.results)),
+                              failures=str(failures), errors=str(errors), skipped=str(skipped),
+                              time=f"{sum(r.duration for r in g.results):.3f}")
+        for r in g.results:
+            case = ET.SubElement(suite, "testcase", classname=f"{g.slug}.{'hidden' if r.hidden else 'public'}",
+                                 name=r.name, time=f"{r.duration:.3f}")
+            ET.SubElement(case, "properties").extend([
+                ET.Element("property", name="task", value=str(r.task)),
+                ET.Element("property", name="points", value=f"{r.points}/{r.max_points}")])
+            message = HIDDEN_FAILED if r.hidden else (r.message.splitlines()[0] if r.message else r.outcome)
+            if r.outcome == "failed":
+                el = ET.SubElement(case, "failure", message=message[:500])
+                el.text = "" if r.hidden else r.message
+            elif r.outcome in ("error", "timeout"):
+                el = ET.SubElement(case, "error", message=f"{r.outcome}: {message}"[:500])
+                el.text = "" if r.hidden else r.message
+            elif r.outcome in ("pending", "skipped"):
+                ET.SubElement(case, "skipped", message=r.outcome if r.hidden else (r.message or r.outcome)[:500])
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def ci_summary(g: Graded) -> str:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``: points per task, public failures, hidden by name and outcome."""
+    lines = [f"## {g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
+             "| --- | --- | --- |"]
+    for t in tasks(g):
+        lines.append(f"| {t['task']} | {t['passed']}/{t['tests']} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
+    failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
+    if failures:
+        lines += ["", "### Public tests that did not pass", ""]
+        for r in failures:
+            lines += [f"- `{r.name}` ({r.outcome})" + (f" at `{r.location}`" if r.location else ""), "",
+                      "  ```", *("  " + ln for ln in (r.message or "").splitlines()[:20]), "  ```"]
+    hidden = [r for r in g.results if r.hidden]
+    if hidden:
+        lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
+        lines += [f"| `{r.name}` | {r.outcome} |" for r in hidden]
+    return "\n".join(lines) + "\n"
+
+
+def github_annotations(g: Graded, prefix: str = "") -> list[str]:
+    """``::error file=...,line=...::message`` for failing public tests that point into a student's file."""
+    out = []
+    for r in g.results:
+        if r.hidden or r.outcome in ("passed", "pending") or not r.location or ":" not in r.location:
+            continue
+        file, _, line = r.location.rpartition(":")
+        msg = (r.message.splitlines()[0] if r.message else r.outcome).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        path = f"{prefix.rstrip('/')}/{file}" if prefix else file
+        out.append(f"::error file={path},line={line},title={r.name}::{msg}")
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
