@@ -1,0 +1,173 @@
+"""Hidden tests of the adapter as a file and as weights: state dict names, save/load through
+peft in both directions, merge_lora, and the training loop (frozen base, AdamW)."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file
+
+import lora_oracle as oracle
+from lora_oracle import one_torch_thread  # noqa: F401  (autouse fixture)
+import probes
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _setup(rng, targets, r, alpha, **overrides):
+    """A tiny Llama, its peft twin with random adapters, the adapters, and input ids."""
+    config, state = oracle.tiny_state(rng, **overrides)
+    reference = oracle.peft_model(config, state, targets, r, alpha)
+    names = oracle.peft_targets(reference)
+    adapters = oracle.random_adapters(rng, oracle.linear_shapes(config, names), r)
+    oracle.set_peft_adapters(reference, adapters)
+    input_ids = torch.randint(0, config["vocab_size"], (2, 10), generator=rng)
+    return config, state, reference, adapters, input_ids
+
+
+def _logits(model, input_ids):
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(3)
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["down_proj", "lm_head"]])
+def test_lora_state_dict_named_like_peft(submission, rng, targets):
+    config, state, reference, adapters, _ = _setup(rng, targets, 4, 8.0)
+    got = submission.run(probes.adapter_state, config, state, targets, 4, 8.0, adapters)
+    expected = get_peft_model_state_dict(reference, save_embedding_layers=False)  # adapters only
+    assert sorted(got) == sorted(expected), \
+        f"keys must be peft's (e.g. {sorted(expected)[0]!r}); got e.g. {sorted(got)[:1]}"
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{key} holds the wrong tensor")
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(3)
+def test_peft_saved_adapter_loads_by_name(submission, rng, tmp_path):
+    targets, r, alpha = ["q_proj", "k_proj", "up_proj"], 4, 12.0
+    config, state, reference, _, input_ids = _setup(rng, targets, r, alpha)
+    reference.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    got = submission.run(probes.load_by_name, config, state, targets, r, alpha, tensors, input_ids)
+    assert got["keys"] == sorted(tensors), "lora_state_dict's names must be those of peft's saved file"
+    torch.testing.assert_close(got["logits"], _logits(reference, input_ids), **oracle.LOGITS_TOL)
+
+
+@pytest.mark.task("3.2")
+@pytest.mark.points(6)
+@pytest.mark.parametrize("targets,r,alpha", [(["q_proj", "v_proj"], 4, 16.0),
+                                             (["o_proj", "up_proj", "lm_head"], 2, 5.0)])
+def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha):
+    config, state, reference, adapters, input_ids = _setup(rng, targets, r, alpha)
+    got = submission.run(probes.saved_adapter, config, state, targets, r, alpha, adapters, input_ids,
+                         "tiny-llama")
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= set(got["files"])
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (folder / name).write_bytes(got["files"][name])
+    meta = json.loads(got["files"]["adapter_config.json"])
+    assert meta.get("peft_type") == "LORA"
+    assert meta.get("r") == r and meta.get("lora_alpha") == alpha
+    assert sorted(meta.get("target_modules") or []) == sorted(targets)
+    assert meta.get("base_model_name_or_path") == "tiny-llama"
+    loaded = PeftModel.from_pretrained(oracle.tiny_model(config, state), folder).eval()
+    for name, (a, b) in adapters.items():  # every tensor arrived, under its own name
+        layer = loaded.base_model.model.get_submodule(name)
+        torch.testing.assert_close(layer.lora_A["default"].weight.detach(), a, rtol=0, atol=0)
+        torch.testing.assert_close(layer.lora_B["default"].weight.detach(), b, rtol=0, atol=0)
+    torch.testing.assert_close(_logits(loaded, input_ids), got["logits"], **oracle.LOGITS_TOL)
+    torch.testing.assert_close(got["logits"], _logits(reference, input_ids), **oracle.LOGITS_TOL)
+
+
+@pytest.mark.task("3.3")
+@pytest.mark.points(5)
+@pytest.mark.parametrize("premerge", [False, True])
+def test_merge_lora_matches_peft(submission, rng, premerge):
+    targets, r, alpha = ["q_proj", "v_proj", "o_proj", "up_proj"], 4, 8.0
+    config, state, reference, adapters, input_ids = _setup(rng, targets, r, alpha)
+    got = submission.run(probes.merged_model, config, state, targets, r, alpha, adapters, input_ids, premerge)
+    expected_logits = _logits(reference, input_ids)
+    merged = reference.merge_and_unload()
+    assert got["lora_left"] == [], "merge_lora must leave no LoRALinear behind"
+    for name, layer in got["layers"].items():
+        assert layer["plain_linear"], f"{name} must be a plain nn.Linear after merge_lora"
+        torch.testing.assert_close(layer["weight"], merged.get_submodule(name).weight.detach(),
+                                   rtol=1e-5, atol=1e-6, msg=f"{name}: the merged weight is W + B @ A * scaling "
+                                                             "(merged once)")
+        torch.testing.assert_close(layer["bias"], state[f"{name}.bias"], rtol=0, atol=0,
+                                   msg=f"{name}: the bias must be kept")
+    torch.testing.assert_close(got["before"], expected_logits, **oracle.LOGITS_TOL)
+    torch.testing.assert_close(got["after"], expected_logits, **oracle.LOGITS_TOL)
+
+
+def _task(rng, config, n_batches=2, batch=4, seq=16):
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(0, config["vocab_size"], (batch, seq), generator=rng)
+        out.append({"input_ids": ids, "labels": ids.clone()})
+    return out
+
+
+TRAIN = dict(targets=ALL_LINEAR, r=4, alpha=8.0, steps=12, lr=1e-2)
+
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(4)
+def test_train_lora_moves_only_adapters(submission, rng):
+    t = TRAIN
+    config, state = oracle.tiny_state(rng)
+    batches = _task(rng, config)
+    got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
+    names = got["names"]
+    losses = got["losses"]
+    assert len(losses) == t["steps"], "one loss per step"
+    base = oracle.tiny_model(config, state)
+    with torch.no_grad():
+        first = base(**batches[0]).loss.item()
+    assert losses[0] == pytest.approx(first, rel=1e-5), \
+        "the first loss is the base model's loss on batches[0] (B = 0), recorded before the step"
+    assert losses[-1] < 0.9 * losses[0], f"the loss should fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    changed_base = []
+    for key, value in state.items():
+        layer, _, leaf = key.rpartition(".")
+        student_key = f"{layer}.base.{leaf}" if layer in names else key
+        if not torch.equal(got["after"][student_key], value):
+            changed_base.append(key)
+    assert not changed_base, f"base weights changed during training: {changed_base[:4]}"
+    for name in names:
+        a0, b0 = got["start"][name]
+        assert not torch.equal(got["after"][f"{name}.lora_A"], a0), f"{name}.lora_A did not train"
+        assert not torch.equal(got["after"][f"{name}.lora_B"], b0), f"{name}.lora_B did not train"
+
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(3)
+def test_train_lora_follows_adamw(submission, rng):
+    t = TRAIN
+    config, state = oracle.tiny_state(rng)
+    batches = _task(rng, config, n_batches=3)
+    got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
+    # the same run with peft's model and torch's AdamW, from the student's initial adapters
+    reference = oracle.peft_model(config, state, t["targets"], t["r"], t["alpha"])
+    oracle.set_peft_adapters(reference, got["start"])
+    reference.train()
+    optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=t["lr"])
+    expected = []
+    for step in range(t["steps"]):
+        loss = reference(**batches[step % len(batches)]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+    assert got["losses"] == pytest.approx(expected, rel=1e-4)
+    for name in got["names"]:
+        layer = reference.base_model.model.get_submodule(name)
+        torch.testing.assert_close(got["after"][f"{name}.lora_A"], layer.lora_A["default"].weight.detach(),
+                                   rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(got["after"][f"{name}.lora_B"], layer.lora_B["default"].weight.detach(),
+                                   rtol=1e-3, atol=1e-4)
