@@ -268,5 +268,87 @@ def validate(slugs, jobs, graders, course_file) -> None:
     sys.exit(1 if failed else 0)
 
 
+# ------------------------------------------------------------------ CI and Gradescope (course/ci.py, course/gradescope.py)
+
+@main.command("ci")
+@click.option("--assignment", "slug", required=True, help="The assignment the working tree is for.")
+@click.option("--submission", type=click.Path(path_type=Path), required=True,
+              help="The student's folder in the checkout, e.g. pr/assignments/SLUG (copied; it is only data).")
+@click.option("--graders", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding graders/<slug> (default: course.yml paths.graders).")
+@click.option("--fail-under", type=float, default=None, metavar="POINTS",
+              help="Exit 1 when the score (after any late penalty) is below POINTS.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("course-ci"), show_default=True,
+              help="Folder for summary.md, junit.xml and results.json.")
+@click.option("--student", default="ci", show_default=True, help="Who submitted (extensions apply by this id).")
+@click.option("--submitted-at", default=None, metavar="ISO8601", help="When, for the late policy (default: on time).")
+@click.option("--step-summary", type=click.Path(dir_okay=False, path_type=Path), envvar="GITHUB_STEP_SUMMARY",
+              default=None, help="Append the Markdown summary here (default: $GITHUB_STEP_SUMMARY).")
+@click.option("--require-isolation", is_flag=True,
+              help="Refuse to grade unless strong isolation (root + bubblewrap) is available.")
+@COURSE_OPTION
+def ci_command(slug, submission, graders, fail_under, out, student, submitted_at, step_summary, require_isolation,
+               course_file) -> None:
+    """Grade one working tree (a pull request) in the sandbox: summary, annotations, JUnit, results.json.
+
+    Exit 0 graded (any score); 1 below --fail-under; 2 bad input; 3 could not grade.
+    """
+    from course import ci, report
+    course = _course(course_file, graders)
+    rep = ci.grade_tree(course, slug, submission, out=out, student=student, submitted_at=submitted_at,
+                        fail_under=fail_under, step_summary=step_summary, require_isolation=require_isolation)
+    for line in rep.annotations:
+        click.echo(line)
+    if rep.isolation_note:
+        err_console.print(f"[yellow]warning:[/] {rep.isolation_note}")
+    g = rep.graded
+    table = Table(title=f"{slug}: {g.final:g} / {g.max_points:g} points ({g.isolation} isolation)")
+    for col in ("task", "passed", "points"):
+        table.add_column(col)
+    for t in report.tasks(g):
+        table.add_row(t["task"], f"{t['passed']}/{t['tests']}", f"{t['points']:.2f}/{t['max_points']:.2f}")
+    console.print(table)
+    console.print("\n".join(f"{k}: {p}" for k, p in rep.files.items()))
+    if rep.below_threshold:
+        err_console.print(f"{g.final:g} points is below --fail-under {fail_under:g}")
+    sys.exit(1 if rep.below_threshold else 0)
+
+
+@main.command("init-ci")
+@click.option("--into", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="The root of the repository students open pull requests against.")
+@click.option("--course-repo", required=True, metavar="OWNER/NAME",
+              help="The private repository holding course.yml, graders/ and the course package.")
+@click.option("--python", "python", default="3.11", show_default=True, help="Python version on the runners.")
+@click.option("--force", is_flag=True, help="Overwrite existing workflow files.")
+def init_ci(into: Path, course_repo: str, python: str, force: bool) -> None:
+    """Write .github/workflows/check.yml (advisory) and grade.yml (the grade) into a repository."""
+    from course import ci
+    for path in ci.init_ci(into, course_repo=course_repo, python=python, force=force):
+        console.print(f"wrote {path}")
+    console.print("next: add the read-only deploy key as secret COURSE_DEPLOY_KEY of the 'grading' environment, "
+                  "restricted to the default branch (see docs/ci.md)")
+
+
+@main.group()
+def gradescope() -> None:
+    """Gradescope autograders."""
+
+
+@gradescope.command("build")
+@click.argument("slug")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
+              show_default=True, help="The zip to upload to Gradescope.")
+@click.option("--allow-weak-isolation", is_flag=True,
+              help="Grade even where bubblewrap cannot run (students could then read the hidden tests).")
+@COURSE_OPTION
+def gradescope_build(slug: str, out: Path, allow_weak_isolation: bool, course_file: Path | None) -> None:
+    """Build SLUG's autograder zip: setup.sh, run_autograder, the engine, public and hidden tests."""
+    from course import gradescope as gradescope_mod
+    course = _course(course_file)
+    path = gradescope_mod.build(course, slug, out, require_isolation=not allow_weak_isolation)
+    console.print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     main()

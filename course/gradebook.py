@@ -282,10 +282,11 @@ class Gradebook:
     # -------------------------------------------------------------- comparison (tests, resumability)
 
     def snapshot(self) -> list[tuple]:
-        """Everything that a grade depends on, without timestamps: equal for equal gradebooks."""
+        """Every grade, without timestamps or messages (which may quote random inputs): equal for equal
+        gradebooks."""
         rows = self.db.execute(
             "SELECT s.student, s.slug, s.attempt, s.sha256, g.grader_version, g.status, g.points, g.max_points, "
-            "g.pending, r.test_id, r.outcome, r.points, r.max_points, r.message "
+            "g.pending, r.test_id, r.outcome, r.points, r.max_points "
             "FROM submissions s JOIN gradings g ON g.submission_id = s.id "
             "AND g.id = (SELECT MAX(id) FROM gradings h WHERE h.submission_id = s.id) "
             "LEFT JOIN results r ON r.grading_id = g.id ORDER BY 1, 2, 3, 10")

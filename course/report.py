@@ -12,6 +12,7 @@ import datetime as dt
 import html
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,8 +366,9 @@ def ci_summary(g: Graded) -> str:
     if failures:
         lines += ["", "### Public tests that did not pass", ""]
         for r in failures:
+            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", r.message or "")), default=0))
             lines += [f"- `{r.name}` ({r.outcome})" + (f" at `{r.location}`" if r.location else ""), "",
-                      "  ```", *("  " + ln for ln in (r.message or "").splitlines()[:20]), "  ```"]
+                      f"  {fence}", *("  " + ln for ln in (r.message or "").splitlines()[:20]), f"  {fence}"]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
@@ -383,8 +385,15 @@ def github_annotations(g: Graded, prefix: str = "") -> list[str]:
         file, _, line = r.location.rpartition(":")
         msg = (r.message.splitlines()[0] if r.message else r.outcome).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         path = f"{prefix.rstrip('/')}/{file}" if prefix else file
-        out.append(f"::error file={path},line={line},title={r.name}::{msg}")
+        line = line if line.isdigit() else "1"
+        out.append(f"::error file={_command_property(path)},line={line},title={_command_property(r.name)}::{msg}")
     return out
+
+
+def _command_property(value: str) -> str:
+    """A workflow-command property value (as @actions/core escapes it): no line break, ':' or ','."""
+    return (value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            .replace(":", "%3A").replace(",", "%2C"))
 
 
 def write_json(path: Path, data: Any) -> None:

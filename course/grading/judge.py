@@ -53,9 +53,22 @@ class LocalBackend:
 
     def __init__(self, path: Path):
         self.path = path.resolve()
-        if str(self.path) not in sys.path:
-            sys.path.insert(0, str(self.path))
+        if str(self.path) in sys.path:
+            sys.path.remove(str(self.path))
+        sys.path.insert(0, str(self.path))
+        self._forget_modules()
         self.worker = Worker(self.path)
+
+    def _forget_modules(self) -> None:
+        """Import the student's modules afresh (a previous run in this process may have cached others)."""
+        import importlib
+        names = {p.stem for p in self.path.glob("*.py")} | {p.name for p in self.path.iterdir() if p.is_dir()}
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None) or ""
+            if name.split(".")[0] in names or origin.startswith(str(self.path) + os.sep):
+                if not name.startswith(("course", "torch", "pytest", "_pytest")):
+                    del sys.modules[name]
+        importlib.invalidate_caches()
 
     def _invoke(self, label: str, resolve: Callable[[], Callable[..., Any]], args: tuple, kwargs: dict,
                 max_reply: int) -> Any:
@@ -68,7 +81,7 @@ class LocalBackend:
         except BaseException as exc:
             raise submission_error(label, describe_exception(exc, self.path)) from exc
         try:
-            return wire.loads(wire.dumps(value, max_reply))
+            return wire.loads(wire.dumps(value, max_reply, root="result"))
         except wire.WireError as exc:
             raise BadReply(f"{label} returned a value that cannot be graded: {exc}") from None
 
@@ -400,22 +413,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     outcome = yield
     report = outcome.get_result()
     excinfo = call.excinfo
-    if excinfo is None:
-        return
-    exc = excinfo.value
-    if isinstance(exc, SubmissionFailure):
-        report.course_outcome = exc.outcome
-    err = exc if isinstance(exc, SubmissionError) else None
-    if err is None and isinstance(exc.__context__, SubmissionError):
-        err = exc.__context__
-    if err is not None and err.location:
-        report.course_location = err.location
+    if excinfo is not None:
+        exc = excinfo.value
+        if isinstance(exc, SubmissionFailure):
+            report.course_outcome = exc.outcome
+        err = exc if isinstance(exc, SubmissionError) else None
+        if err is None and isinstance(exc.__context__, SubmissionError):
+            err = exc.__context__
+        if err is not None and err.location:
+            report.course_location = err.location
+    state = item.config.stash.get(STATE, None)
+    if state is not None:
+        _record(state, report)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    state = _STATE_REF.get("state")
-    if state is None:
-        return
+def _record(state: JudgeState, report: pytest.TestReport) -> None:
     record = state.records.get(report.nodeid)
     if record is None:
         return
@@ -449,14 +461,10 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr or "")
 
 
-_STATE_REF: dict[str, JudgeState] = {}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
-        _STATE_REF["state"] = state
         state.submission_started = time.monotonic()
 
 
@@ -496,7 +504,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.stash[RESULTS] = collected
     finally:
         state.close()
-        _STATE_REF.pop("state", None)
 
 
 RESULTS = pytest.StashKey[list[TestResult]]()
@@ -514,8 +521,8 @@ def _isolation(state: JudgeState) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     collected = config.stash.get(RESULTS, None)
-    if not collected:
-        return
+    if not collected or not any(r.task or r.max_points for r in collected):
+        return  # not an assignment's tests (e.g. the project's own test suite)
     rows = task_table(collected)
     tr = terminalreporter
     tr.section("course: results per task")

@@ -256,6 +256,7 @@ class LocalExecutor:
             try:
                 os.close(read_fd)
                 os.setpgid(0, 0)
+                _die_with_parent()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 logfd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -350,6 +351,13 @@ def decode_result(job: Job, payload: bytes) -> JobResult:
     return JobResult(job, bool(data["ok"]), [TestResult(**r) for r in data["results"]],
                      isolation=str(data["isolation"]), message=str(data["message"]),
                      started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)))
+
+
+def _die_with_parent() -> None:
+    """A judge must not outlive a killed ``course grade`` (Linux: PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _kill(pid: int) -> None:

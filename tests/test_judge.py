@@ -1,0 +1,157 @@
+"""The pytest plugin, exercised through pytester on a tiny assignment written on the fly."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+STUDENT = '''
+import math
+import torch
+
+def add(a, b):
+    return a + b
+
+def scale(x, s):
+    if s == 0:
+        raise ValueError("s must not be zero")
+    return x * s
+
+def give_nan():
+    return torch.tensor([float("nan"), 1.0])
+
+def give_object():
+    return object()
+
+def give_int_keys():
+    return {1: "prompt", 4: ("a", 2.5)}
+
+def todo():
+    raise NotImplementedError("Task 3.1: todo")
+'''
+
+TESTS = '''
+import pytest
+import torch
+
+@pytest.mark.task("1.1")
+@pytest.mark.points(4)
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_add(submission, n):
+    assert submission.call("m.add", n, 1) == n + 1
+
+@pytest.mark.task("1.2")
+@pytest.mark.points(2)
+def test_scale_raises_value_error(submission):
+    with pytest.raises(ValueError, match="must not be zero"):
+        submission.call("m.scale", torch.ones(2), 0)
+
+@pytest.mark.task("1.2")
+@pytest.mark.points(1)
+def test_scale_tensor_is_a_copy(submission):
+    x = torch.ones(2)
+    out = submission.call("m.scale", x, 3.0)
+    assert type(out) is torch.Tensor and torch.equal(out, torch.full((2,), 3.0)) and torch.equal(x, torch.ones(2))
+
+@pytest.mark.task("2.1")
+@pytest.mark.points(1)
+def test_nan_is_refused(submission):
+    submission.call("m.give_nan")
+
+@pytest.mark.task("2.1")
+@pytest.mark.points(1)
+def test_nan_allowed_when_asked(submission):
+    out = submission.allow_nonfinite().call("m.give_nan")
+    assert torch.isnan(out[0])
+
+@pytest.mark.task("2.2")
+@pytest.mark.points(1)
+def test_objects_cannot_cross(submission):
+    submission.call("m.give_object")
+
+@pytest.mark.task("2.2")
+@pytest.mark.points(1)
+def test_int_keys_and_tuples_survive(submission):
+    assert submission.call("m.give_int_keys") == {1: "prompt", 4: ("a", 2.5)}
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(1)
+def test_todo(submission):
+    submission.call("m.todo")
+
+@pytest.mark.task("3.2")
+@pytest.mark.points(1)
+@pytest.mark.gpu
+def test_on_gpu(submission):
+    submission.call("m.add", 1, 1)
+
+@pytest.mark.task("3.3")
+@pytest.mark.points(1)
+def test_missing_function(submission):
+    submission.call("m.nope")
+'''
+
+
+@pytest.fixture
+def assignment(pytester):
+    pytester.makepyfile(**{"m": STUDENT})
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_m.py").write_text(TESTS)
+    return pytester
+
+
+def run(pytester, *args):
+    out = pytester.path / "results.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu", *args)
+    data = json.loads(out.read_text())
+    return result, {r["name"].split("::")[1]: r for r in data["results"]}
+
+
+def test_points_outcomes_and_messages(assignment):
+    result, res = run(assignment)
+    assert res["test_add[1]"]["max_points"] == 1.0 and res["test_add[1]"]["outcome"] == "passed"
+    assert res["test_scale_raises_value_error"]["outcome"] == "passed"      # pytest.raises(ValueError) works
+    assert res["test_scale_tensor_is_a_copy"]["outcome"] == "passed"
+    assert res["test_nan_is_refused"]["outcome"] == "failed"
+    assert "returned NaN or infinity (at result)" in res["test_nan_is_refused"]["message"]
+    assert res["test_nan_allowed_when_asked"]["outcome"] == "passed"
+    assert "cannot cross to the grader" in res["test_objects_cannot_cross"]["message"]
+    assert res["test_int_keys_and_tuples_survive"]["outcome"] == "passed"
+    assert "m.todo is not implemented yet (Task 3.1: todo)" in res["test_todo"]["message"]
+    lines = (assignment.path / "m.py").read_text().splitlines()
+    todo_line = next(i for i, line in enumerate(lines, 1) if "raise NotImplementedError" in line)
+    assert res["test_todo"]["location"] == f"m.py:{todo_line}"
+    assert res["test_on_gpu"]["outcome"] == "pending" and res["test_on_gpu"]["points"] == 0
+    assert "has no 'nope'" in res["test_missing_function"]["message"]
+    result.stdout.fnmatch_lines(["*course: results per task*", "1.1 * 4/4 *4.00/4.00*"])
+
+
+def test_task_selection_runs_exactly_that_task(assignment):
+    result, res = run(assignment, "--task", "1.2")
+    assert sorted(res) == ["test_scale_raises_value_error", "test_scale_tensor_is_a_copy"]
+    result, res = run(assignment, "-m", "task_1_1")
+    assert sorted(res) == [f"test_add[{n}]" for n in range(1, 5)]
+    result, res = run(assignment, "--task", "2")
+    assert all(r["task"].startswith("2.") for r in res.values()) and len(res) == 4
+
+
+def test_hidden_tests_have_no_public_message(assignment):
+    _, res = run(assignment, "--course-hidden", str(assignment.path / "tests"))
+    failed = res["test_nan_is_refused"]
+    assert failed["hidden"] and failed["message"] == "" and "NaN" in failed["detail"]
+    assert failed["test_id"].startswith("hidden:")
+
+
+def test_sandbox_backend_gives_the_same_outcomes(assignment):
+    _, local = run(assignment)
+    out = assignment.path / "sandbox.json"
+    assignment.runpytest_subprocess("-p", "no:cacheprovider", "--backend", "sandbox", "--course-results", str(out),
+                                    "--course-device", "cpu", "--course-seed", "1")
+    sandbox = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
+    assert {k: v["outcome"] for k, v in sandbox.items()} == {k: v["outcome"] for k, v in local.items()}
+    for name in ("test_nan_is_refused", "test_objects_cannot_cross", "test_todo", "test_missing_function"):
+        assert sandbox[name]["message"] == local[name]["message"]
