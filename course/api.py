@@ -340,73 +340,84 @@ def _overlay(course: Course, slug: str, dest: Path, with_solution: bool) -> Path
 
 def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 2, backend: str = "sandbox",
              on_progress: Callable[[str], None] | None = None) -> list[ValidationReport]:
-    """For each assignment: solution full marks, stub 0, stubs in sync, points add up, public pass, no leak."""
+    """For each assignment: solution full marks, stub 0, stubs in sync, points add up, public pass, no leak.
+
+    The solutions and stubs of every selected assignment are graded in one run (one sandbox
+    fork server), ``jobs`` at a time.
+    """
     import time
-    reports = []
-    for a in course.select(list(slugs) if slugs else None):
-        t0 = time.monotonic()
-        rep = ValidationReport(a.slug, total=a.points)
-        reports.append(rep)
-        sol_dir = course.paths.solutions / a.slug
-        try:
-            stale = stubs.drift(sol_dir, course.paths.assignments / a.slug)
-            rep.add("stubs in sync with solutions", not stale,
-                    f"out of date: {', '.join(stale)} (run course release {a.slug})" if stale else "")
-        except CourseError as exc:
-            rep.add("stubs in sync with solutions", False, str(exc))
-        try:
-            spec = spec_for(course, a.slug)
-        except GradingError as exc:
-            rep.add("hidden tests exist", False, str(exc))
-            continue
-        if on_progress:
-            on_progress(f"{a.slug}: grading the solution and the stub")
-        with tempfile.TemporaryDirectory(prefix="course-validate-") as tmp:
-            sol = _overlay(course, a.slug, Path(tmp) / "solution", True)
-            stub = _overlay(course, a.slug, Path(tmp) / "stub", False)
-            ex = LocalExecutor(jobs, backend=backend, device="cpu")
+    t0 = time.monotonic()
+    reports: dict[str, ValidationReport] = {}
+    planned: list[Job] = []
+    with tempfile.TemporaryDirectory(prefix="course-validate-") as tmp:
+        for a in course.select(list(slugs) if slugs else None):
+            rep = reports[a.slug] = ValidationReport(a.slug, total=a.points)
             try:
-                done = {r.job.key: r for r in ex.run([Job("solution", spec, sol), Job("stub", spec, stub)])}
-            finally:
-                ex.close()
-        sol_r, stub_r = done["solution"], done["stub"]
-        if not sol_r.ok or not stub_r.ok:
-            rep.add("grading ran", False, sol_r.message or stub_r.message)
-            continue
-        results = sol_r.results
-        unmarked_points = [r.name for r in results if r.max_points <= 0]
-        unmarked_task = [r.name for r in results if not r.task]
-        rep.add("every test carries points", not unmarked_points, ", ".join(unmarked_points[:5]))
-        rep.add("every test carries a task", not unmarked_task, ", ".join(unmarked_task[:5]))
-        total = round(sum(r.max_points for r in results), 6)
-        rep.manual_points = _manual_points(course, a.slug)
-        rep.add("points add up to course.yml", abs(total + rep.manual_points - a.points) < 1e-6,
-                f"tests {total:g}" + (f" + manual {rep.manual_points:g}" if rep.manual_points else "")
-                + f" vs course.yml {a.points:g}")
-        rep.solution_points = round(sum(r.points for r in results), 4)
-        rep.solution_pending = round(sum(r.max_points for r in results if r.outcome == "pending"), 4)
-        bad = [f"{r.name} ({r.outcome}: {r.detail.splitlines()[0][:120] if r.detail else ''})"
-               for r in results if r.outcome not in ("passed", "pending")]
-        rep.add("solution scores full marks", not bad and abs(rep.solution_points + rep.solution_pending - total) < 1e-6,
-                "; ".join(bad[:5]))
-        public_bad = [r.name for r in results if not r.hidden and r.outcome not in ("passed", "pending")]
-        rep.add("public tests pass on the solution", not public_bad, ", ".join(public_bad[:5]))
-        rep.add("public tests exist", any(not r.hidden for r in results), "")
-        rep.stub_points = round(sum(r.points for r in stub_r.results), 4)
-        stub_passing = [r.name for r in stub_r.results if r.outcome == "passed"]
-        rep.add("stub scores 0", rep.stub_points == 0, ", ".join(stub_passing[:5]))
-        names_public = {r.name.split("::", 1)[-1].split("[")[0] for r in results if not r.hidden}
-        names_hidden = {r.name.split("::", 1)[-1].split("[")[0] for r in results if r.hidden}
-        clash = names_public & names_hidden
-        rep.add("hidden test names differ from public ones", not clash, ", ".join(sorted(clash)))
-        with tempfile.TemporaryDirectory(prefix="course-validate-release-") as tmp:
-            try:
-                release_mod.release(course, [a.slug], Path(tmp) / "bundle", regenerate=False)
-                rep.add("a release leaks nothing", True)
+                stale = stubs.drift(course.paths.solutions / a.slug, course.paths.assignments / a.slug)
+                rep.add("stubs in sync with solutions", not stale,
+                        f"out of date: {', '.join(stale)} (run course release {a.slug})" if stale else "")
             except CourseError as exc:
-                rep.add("a release leaks nothing", False, str(exc))
-        rep.seconds = round(time.monotonic() - t0, 1)
-    return reports
+                rep.add("stubs in sync with solutions", False, str(exc))
+            try:
+                spec = spec_for(course, a.slug)
+            except GradingError as exc:
+                rep.add("hidden tests exist", False, str(exc))
+                continue
+            base = Path(tmp) / a.slug
+            planned.append(Job(f"{a.slug}/solution", spec, _overlay(course, a.slug, base / "solution", True)))
+            planned.append(Job(f"{a.slug}/stub", spec, _overlay(course, a.slug, base / "stub", False)))
+        if on_progress:
+            on_progress(f"grading the solution and the stub of {len(planned) // 2} assignment(s), {jobs} at a time")
+        ex = LocalExecutor(jobs, backend=backend, device="cpu")
+        try:
+            done = {r.job.key: r for r in ex.run(planned, on_done=lambda r: on_progress and on_progress(
+                f"{r.job.key}: {r.points:g}/{r.max_points:g} in {r.duration:.0f} s"))}
+        finally:
+            ex.close()
+    for slug, rep in reports.items():
+        if f"{slug}/solution" in done:
+            _judge_validation(course, rep, done[f"{slug}/solution"], done[f"{slug}/stub"])
+        rep.seconds = round(sum(done[k].duration for k in (f"{slug}/solution", f"{slug}/stub") if k in done), 1)
+    return list(reports.values())
+
+
+def _judge_validation(course: Course, rep: ValidationReport, sol_r: JobResult, stub_r: JobResult) -> None:
+    a = course.assignment(rep.slug)
+    if not sol_r.ok or not stub_r.ok:
+        rep.add("grading ran", False, sol_r.message or stub_r.message)
+        return
+    results = sol_r.results
+    unmarked_points = [r.name for r in results if r.max_points <= 0]
+    unmarked_task = [r.name for r in results if not r.task]
+    rep.add("every test carries points", not unmarked_points, ", ".join(unmarked_points[:5]))
+    rep.add("every test carries a task", not unmarked_task, ", ".join(unmarked_task[:5]))
+    total = round(sum(r.max_points for r in results), 6)
+    rep.manual_points = _manual_points(course, a.slug)
+    rep.add("points add up to course.yml", abs(total + rep.manual_points - a.points) < 1e-6,
+            f"tests {total:g}" + (f" + manual {rep.manual_points:g}" if rep.manual_points else "")
+            + f" vs course.yml {a.points:g}")
+    rep.solution_points = round(sum(r.points for r in results), 4)
+    rep.solution_pending = round(sum(r.max_points for r in results if r.outcome == "pending"), 4)
+    bad = [f"{r.name} ({r.outcome}: {r.detail.splitlines()[0][:160] if r.detail else ''})"
+           for r in results if r.outcome not in ("passed", "pending")]
+    rep.add("solution scores full marks", not bad and abs(rep.solution_points + rep.solution_pending - total) < 1e-6,
+            "; ".join(bad[:5]))
+    public_bad = [r.name for r in results if not r.hidden and r.outcome not in ("passed", "pending")]
+    rep.add("public tests pass on the solution", not public_bad, ", ".join(public_bad[:5]))
+    rep.add("public tests exist", any(not r.hidden for r in results), "")
+    rep.stub_points = round(sum(r.points for r in stub_r.results), 4)
+    stub_passing = [r.name for r in stub_r.results if r.outcome == "passed"]
+    rep.add("stub scores 0", rep.stub_points == 0, ", ".join(stub_passing[:5]))
+    names_public = {r.name.split("::", 1)[-1].split("[")[0] for r in results if not r.hidden}
+    names_hidden = {r.name.split("::", 1)[-1].split("[")[0] for r in results if r.hidden}
+    clash = names_public & names_hidden
+    rep.add("hidden test names differ from public ones", not clash, ", ".join(sorted(clash)))
+    with tempfile.TemporaryDirectory(prefix="course-validate-release-") as tmp:
+        try:
+            release_mod.release(course, [a.slug], Path(tmp) / "bundle", regenerate=False)
+            rep.add("a release leaks nothing", True)
+        except CourseError as exc:
+            rep.add("a release leaks nothing", False, str(exc))
 
 
 def _manual_points(course: Course, slug: str) -> float:
