@@ -219,6 +219,7 @@ def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> G
     gid = gb.save_grading(p["submission_id"], result.job.spec.version, result.results, backend=backend, device=device,
                           isolation=result.isolation, started_at=result.started_at, duration=result.duration,
                           merge_into=p.get("merge_into"))
+    gb.ensure_manual_items(student, slug, manual_items(result.job.spec.hidden / "manual.json"))
     g = gb.current_grading(p["submission_id"])
     assert g is not None and g.id == gid
     return GradeRow(student, slug, p["attempt"], "graded", g.points or 0.0, g.max_points or 0.0, g.pending or 0,
@@ -420,13 +421,16 @@ def _judge_validation(course: Course, rep: ValidationReport, sol_r: JobResult, s
             rep.add("a release leaks nothing", False, str(exc))
 
 
-def _manual_points(course: Course, slug: str) -> float:
-    """Points of manually graded parts (e.g. written notebook cells), from graders/<slug>/manual.json."""
-    path = course.paths.graders / slug / "manual.json"
+def manual_items(path: Path) -> list[tuple[str, float]]:
+    """Manually graded parts (e.g. written notebook cells): graders/<slug>/manual.json, a JSON list of
+    ``{"item": name, "points": n}``."""
     if not path.is_file():
-        return 0.0
+        return []
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-        return float(sum(float(i["points"]) for i in items))
+        return [(str(i["item"]), float(i["points"])) for i in json.loads(path.read_text(encoding="utf-8"))]
     except (ValueError, KeyError, TypeError) as exc:
-        raise CourseError(f"{path}: expected a JSON list of {{item, points}} ({exc})") from None
+        raise CourseError(f"{path}: expected a JSON list of {{\"item\": name, \"points\": n}} ({exc})") from None
+
+
+def _manual_points(course: Course, slug: str) -> float:
+    return sum(points for _, points in manual_items(course.paths.graders / slug / "manual.json"))

@@ -275,6 +275,13 @@ class Gradebook:
                        "SET score=excluded.score, max_score=excluded.max_score, grader=excluded.grader, "
                        "updated_at=excluded.updated_at", (student, slug, item, score, max_score, grader, now()))
 
+    def ensure_manual_items(self, student: str, slug: str, items: Sequence[tuple[str, float]]) -> None:
+        """Written parts that a TA grades by hand: listed as 'needs manual grading' until scored."""
+        if items:
+            with self.transaction() as db:
+                db.executemany("INSERT OR IGNORE INTO manual_scores VALUES (?,?,?,NULL,?,NULL,?)",
+                               [(student, slug, item, float(points), now()) for item, points in items])
+
     def manual_scores(self, student: str, slug: str) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM manual_scores WHERE student=? AND slug=? ORDER BY item",
                                     (student, slug)))

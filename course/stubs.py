@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from course.errors import StubError
 
@@ -93,13 +94,21 @@ def find_regions(text: str, filename: str = "<string>") -> list[Region]:
     return regions
 
 
-def strip(text: str, filename: str = "<string>") -> str:
-    """The student's version of a solution file: every region replaced by its stub."""
+def strip(text: str, filename: str = "<string>", keep: Callable[[str], bool] | None = None) -> str:
+    """The student's version of a solution file: every region replaced by its stub.
+
+    With ``keep``, regions whose task id it accepts keep their solution code (without markers):
+    a partially completed submission, as the demo class uses.
+    """
     lines = text.split("\n")
     out: list[str] = []
     cursor = 0
     for region in find_regions(text, filename):
         out.extend(lines[cursor:region.start])
+        if keep is not None and keep(region.task):
+            out.extend(line for line in lines[region.start + 1:region.end] if not _STUB_RE.match(line))
+            cursor = region.end + 1
+            continue
         indent = lines[region.start][:_indent(lines[region.start])]
         body = lines[region.start + 1:region.end]
         stub = [m.group(1) + (m.group(2) or "") for m in map(_STUB_RE.match, body) if m]
