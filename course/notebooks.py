@@ -1,0 +1,420 @@
+"""nbgrader-backed notebook parts of an assignment.
+
+nbgrader is the notebook tool instructors know, and it stays the tool for authoring (its cell
+metadata), generating the student version, the formgrader where TAs grade written answers, and
+feedback. It does not decide points: its hidden-test cells run inside the student's kernel, where
+student code can subvert them (an always-true ``__eq__``, a patched ``assert``). So:
+
+* :func:`execute_notebook` runs a submitted notebook **inside the sandbox worker** (called from a
+  probe): a Jupyter kernel started by nbclient as a child of the worker, under the worker's
+  limits, talking over ZeroMQ's ``ipc`` transport (Unix sockets: the worker's seccomp filter
+  refuses ``AF_INET``/``AF_INET6`` sockets and there is no network anyway). The named answers come
+  back as JSON data, never as objects, and the hidden tests compare them with the answer key in
+  the trusted process.
+* :func:`tampered_cells` (trusted process) checks the submission's read-only and graded cells
+  against nbgrader's checksums of the released notebook.
+* :func:`manual_scores` (trusted process) reads the TAs' manual scores from nbgrader's gradebook
+  as plain records for the course gradebook; :func:`stage_for_formgrader` puts submissions into
+  nbgrader's gradebook without running any student code, so that TAs can grade them.
+* :func:`generate_student_version` runs nbgrader's ``generate_assignment`` on a source notebook.
+
+Traps: nbgrader shells out to ``alembic`` when it creates a gradebook (this module puts the
+interpreter's ``bin`` folder on ``PATH``), and executing a notebook needs ``ipykernel``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from course.errors import CourseError
+
+# jsonschema (imported by nbformat) imports the optional ``rfc3987_syntax`` when it is installed,
+# which builds a grammar for about 9 seconds: in every grading worker that runs a notebook. Nothing
+# here validates IRIs, so it is kept out; jsonschema then simply skips that one format checker.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
+class NotebookError(CourseError):
+    """A notebook could not be generated, read or executed (the message says which and why)."""
+
+
+# ------------------------------------------------------------------ reading
+
+def read_notebook(source: Path | str | dict) -> Any:
+    """A notebook as an ``nbformat`` node, from a path, a JSON string or an already parsed dict.
+
+    Only JSON is parsed: no code runs, so this is safe on untrusted submissions.
+    """
+    import nbformat
+    try:
+        if isinstance(source, dict):
+            return nbformat.from_dict(source)
+        if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+            path = Path(source)
+            if not path.is_file():
+                raise NotebookError(f"{path}: no such notebook")
+            return nbformat.read(path, as_version=4)
+        return nbformat.reads(source, as_version=4)
+    except NotebookError:
+        raise
+    except Exception as exc:  # nbformat raises several kinds (JSON, validation, version)
+        raise NotebookError(f"the notebook cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+
+
+def _nbgrader_meta(cell: Any) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_cells(notebook: Any) -> dict[str, Any]:
+    """``grade_id`` -> cell, for every cell that carries nbgrader metadata."""
+    return {m["grade_id"]: cell for cell in notebook.cells if "grade_id" in (m := _nbgrader_meta(cell))}
+
+
+# ------------------------------------------------------------------ generating (instructor side)
+
+@contextlib.contextmanager
+def _nbgrader_environment() -> Iterator[None]:
+    """nbgrader shells out to ``alembic``: put this interpreter's ``bin`` folder on PATH."""
+    old = os.environ.get("PATH", "")
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + old if bin_dir not in old.split(os.pathsep) else old
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def generate_student_version(source: Path, dest: Path, assignment: str = "assignment") -> Path:
+    """Run nbgrader's ``generate_assignment`` on one source notebook and write the student version.
+
+    Solution regions (``### BEGIN SOLUTION``) become stubs, manually graded answers become
+    "YOUR ANSWER HERE", hidden tests go, and nbgrader records checksums of the read-only and
+    graded cells in their metadata. Runs in a scratch nbgrader course (no gradebook is written).
+
+    Returns:
+        ``dest``.
+    """
+    from traitlets.config import Config
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    source, dest = Path(source), Path(dest)
+    with tempfile.TemporaryDirectory(prefix="course-nbgrader-") as tmp, _nbgrader_environment():
+        (Path(tmp) / "source" / assignment).mkdir(parents=True)
+        shutil.copyfile(source, Path(tmp) / "source" / assignment / source.name)
+        config = Config()
+        config.CourseDirectory.root = tmp
+        config.CourseDirectory.assignment_id = assignment
+        config.GenerateAssignment.no_database = True
+        config.SaveCells.enabled = False  # what nbgrader's --no-db flag sets
+        config.GenerateAssignment.force = True
+        converter = GenerateAssignment(coursedir=CourseDirectory(config=config), config=config)
+        try:
+            converter.start()
+        except BaseException as exc:  # nbgrader exits via NbGraderException / SystemExit
+            raise NotebookError(f"{source}: nbgrader generate_assignment failed: {exc}") from None
+        produced = Path(tmp) / "release" / assignment / source.name
+        if not produced.is_file():
+            raise NotebookError(f"{source}: nbgrader generate_assignment wrote no notebook")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(produced, dest)
+    return dest
+
+
+def readonly_checksums(released: Path | str | dict) -> dict[str, str]:
+    """``grade_id`` -> nbgrader checksum of every cell the student may not change (released notebook).
+
+    Those are the read-only cells and the autograder-test cells; answer cells are excluded.
+    """
+    nb = read_notebook(released)
+    out = {}
+    for grade_id, cell in grade_cells(nb).items():
+        meta = _nbgrader_meta(cell)
+        if (meta.get("locked") or meta.get("grade")) and not meta.get("solution"):
+            if "checksum" not in meta:
+                raise NotebookError(f"cell {grade_id!r} has no nbgrader checksum: is this the generated version?")
+            out[grade_id] = meta["checksum"]
+    return out
+
+
+# ------------------------------------------------------------------ tampering (trusted process)
+
+def tampered_cells(submitted: Path | str | dict, reference: dict[str, str] | Path | str) -> list[str]:
+    """Read-only or test cells of a submission that differ from the released notebook, in words.
+
+    ``reference`` is :func:`readonly_checksums` of the released notebook (or the released notebook
+    itself). Each such cell is found in the submission by its nbgrader ``grade_id`` and its
+    checksum recomputed from what was submitted (source, cell type, nbgrader flags, points), so
+    edits of the stored checksum do not hide a change. An empty list means nothing was tampered
+    with. A submission that is not a notebook at all is reported as such.
+    """
+    from nbgrader.utils import compute_checksum
+    if not isinstance(reference, dict) or not all(isinstance(v, str) for v in reference.values()):
+        reference = readonly_checksums(reference)
+    try:
+        nb = read_notebook(submitted)
+    except NotebookError as exc:
+        return [str(exc)]
+    cells = grade_cells(nb)
+    problems = []
+    for grade_id, checksum in reference.items():
+        cell = cells.get(grade_id)
+        if cell is None:
+            problems.append(f"read-only cell {grade_id!r} was deleted (or its nbgrader metadata removed)")
+            continue
+        try:
+            actual = compute_checksum(cell)
+        except Exception as exc:  # malformed metadata (e.g. points that are not a number)
+            problems.append(f"read-only cell {grade_id!r} has malformed nbgrader metadata ({type(exc).__name__})")
+            continue
+        if actual != checksum:
+            problems.append(f"read-only cell {grade_id!r} was changed")
+    seen: dict[str, int] = {}
+    for cell in nb.cells:
+        grade_id = _nbgrader_meta(cell).get("grade_id")
+        if grade_id is not None:
+            seen[grade_id] = seen.get(grade_id, 0) + 1
+    problems += [f"cell id {g!r} appears {n} times" for g, n in seen.items() if n > 1 and g in reference]
+    return problems
+
+
+# ------------------------------------------------------------------ executing (inside the sandbox)
+
+# How the kernel starts. ipykernel's IOPub thread binds a ``tcp://127.0.0.1`` pipe (it carries the
+# output of forked subprocesses); in the sandbox the seccomp filter refuses AF_INET sockets and
+# libzmq aborts the kernel on that refusal. Every other channel uses the ``ipc`` transport, so this
+# launcher turns that one pipe off (forked subprocesses' output is then not captured) and starts
+# ipykernel as ``python -m ipykernel_launcher`` would.
+_KERNEL_BOOT = (
+    "import ipykernel.iostream as _iostream\n"
+    "def _no_pipe(self):\n"
+    "    self._pipe_flag = False\n"
+    "_iostream.IOPubThread._setup_pipe_in = _no_pipe\n"
+    "from ipykernel.kernelapp import launch_new_instance\n"
+    "launch_new_instance()\n"
+)
+
+
+def _kernel_spec_dir(root: Path) -> Path:
+    """A kernel spec running this interpreter with this process's import path (the sandbox's
+    interpreter runs with ``-I -S`` and an explicit ``sys.path``; the kernel must see the same)."""
+    spec_dir = root / "kernels" / "course-python"
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-c", _KERNEL_BOOT, "-f", "{connection_file}",
+                 "--HistoryManager.hist_file=:memory:"],
+        "display_name": "Python (course sandbox)",
+        "language": "python",
+        "env": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONNOUSERSITE": "1",
+                "MPLBACKEND": "agg"},
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+    return root / "kernels"
+
+
+def _extraction_source(names: list[str], marker: str) -> str:
+    """The code appended to the notebook: prints the named globals as one JSON line."""
+    return (
+        "import json as _course_json\n"
+        f"_course_names = {names!r}\n"
+        "_course_values = {}\n"
+        "for _course_name in _course_names:\n"
+        "    if _course_name in globals():\n"
+        "        try:\n"
+        "            _course_json.dumps(globals()[_course_name])\n"
+        "            _course_values[_course_name] = globals()[_course_name]\n"
+        "        except Exception as _course_exc:\n"
+        "            _course_values[_course_name] = {'$unserialisable': repr(type(globals()[_course_name]))[:200]}\n"
+        f"print({marker!r} + _course_json.dumps(_course_values))\n"
+    )
+
+
+def execute_notebook(path: Path | str, names: list[str], *, timeout: float = 60.0,
+                     startup_timeout: float = 60.0) -> dict[str, Any]:
+    """Execute a notebook in a fresh Jupyter kernel and return the named global variables as data.
+
+    Meant to run inside the sandbox worker (from a probe). The kernel is a child process of the
+    caller (so it inherits the worker's limits, namespaces and seccomp filter) and talks to it over
+    ZeroMQ's ``ipc`` transport in a private temporary folder. Every code cell runs, errors or not
+    (``allow_errors``), then one appended cell prints the values of ``names`` as JSON, which is
+    parsed here: only JSON-able data (dicts, lists, strings, numbers, bools, None) comes back.
+    JSON turns dict keys into strings.
+
+    Returns:
+        ``{"values": {name: value}, "missing": [names not defined], "errors": ["cell 3: ValueError: ..."],
+        "unserialisable": [names whose value is not JSON data]}``.
+
+    Raises:
+        NotebookError: the notebook cannot be read, or the kernel cannot start or run it.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    import nbformat
+
+    nb = read_notebook(Path(path))
+    marker = f"__course_answers_{secrets.token_hex(8)}__:"
+    nb.cells.append(nbformat.v4.new_code_cell(_extraction_source(list(names), marker)))
+    workdir = str(Path(path).resolve().parent)
+    with tempfile.TemporaryDirectory(prefix="course-kernel-") as tmp:
+        root = Path(tmp)
+        ksm = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(root))], ensure_native_kernel=False)
+        km = AsyncKernelManager(kernel_name="course-python", kernel_spec_manager=ksm, transport="ipc",
+                                ip=str(root / "ipc"), connection_file=str(root / "connection.json"))
+        client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=startup_timeout, allow_errors=True,
+                                kernel_name="course-python", shutdown_kernel="immediate",
+                                resources={"metadata": {"path": workdir}})
+        try:
+            client.execute()  # starts the kernel, runs every cell, shuts the kernel down
+        except (CellTimeoutError, DeadKernelError, TimeoutError, RuntimeError, OSError) as exc:
+            raise NotebookError(f"the notebook could not be executed: {type(exc).__name__}: {exc}"[:1000]) from None
+    errors = []
+    for index, cell in enumerate(nb.cells[:-1]):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append(f"cell {index}: {output.get('ename', '?')}: {output.get('evalue', '')}"[:300])
+    payload = None
+    for output in nb.cells[-1].get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            for line in output.get("text", "").splitlines():
+                if line.startswith(marker):
+                    payload = line[len(marker):]
+    if payload is None:
+        raise NotebookError("the notebook's answers could not be read back (the last cell printed nothing); "
+                            + ("; ".join(errors[-3:]) or "no error was shown"))
+    values = json.loads(payload)
+    unserialisable = sorted(n for n, v in values.items() if isinstance(v, dict) and "$unserialisable" in v)
+    for name in unserialisable:
+        del values[name]
+    return {"values": values, "missing": [n for n in names if n not in values and n not in unserialisable],
+            "errors": errors, "unserialisable": unserialisable}
+
+
+def written_answers(notebook: Path | str | dict) -> dict[str, str]:
+    """``grade_id`` -> text of every manually graded answer cell (markdown or code)."""
+    nb = read_notebook(notebook)
+    return {grade_id: cell.source for grade_id, cell in grade_cells(nb).items()
+            if _nbgrader_meta(cell).get("solution") and _nbgrader_meta(cell).get("grade")}
+
+
+# ------------------------------------------------------------------ the TAs' manual scores
+
+@dataclass(frozen=True)
+class ManualScore:
+    """One manually graded cell of one submission; ``score`` is None until a TA has graded it."""
+
+    student: str
+    assignment: str
+    cell: str           # nbgrader grade_id, prefixed by the notebook name: "activity/justify_1"
+    score: float | None
+    max_score: float
+
+    @property
+    def needs_grading(self) -> bool:
+        return self.score is None
+
+
+def _gradebook_url(gradebook: Path | str) -> str:
+    text = str(gradebook)
+    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+
+
+def manual_scores(gradebook: Path | str, assignment: str | None = None) -> list[ManualScore]:
+    """The manually graded cells of every submission in an nbgrader gradebook, as plain records.
+
+    ``gradebook`` is nbgrader's ``gradebook.db`` (a path) or a database URL. A cell counts as
+    manually graded when nbgrader says it needs a person: written answers (markdown or code
+    answer cells with points), or any grade a TA overrode. Its score is the TA's
+    ``manual_score`` (``None`` while ungraded: "needs manual grading"); overridden autograded
+    cells report the override. Sorted by student, assignment, cell.
+    """
+    from nbgrader.api import Gradebook
+    path = Path(str(gradebook))
+    if "://" not in str(gradebook) and not path.is_file():
+        raise NotebookError(f"{gradebook}: no nbgrader gradebook here (run nbgrader's autograde first)")
+    out = []
+    with _nbgrader_environment(), Gradebook(_gradebook_url(gradebook)) as gb:
+        for assignment_row in gb.assignments:
+            if assignment is not None and assignment_row.name != assignment:
+                continue
+            for submission in assignment_row.submissions:
+                for notebook in submission.notebooks:
+                    for grade in notebook.grades:
+                        cell = grade.cell
+                        written = cell.cell_type == "markdown" or bool(getattr(cell, "solution", False))
+                        if not written and grade.manual_score is None:
+                            continue  # an autograded cell nobody overrode: not a manual score
+                        out.append(ManualScore(
+                            student=submission.student.id, assignment=assignment_row.name,
+                            cell=f"{notebook.name}/{cell.name}",
+                            score=None if grade.manual_score is None else float(grade.manual_score),
+                            max_score=float(grade.max_score)))
+    return sorted(out, key=lambda s: (s.student, s.assignment, s.cell))
+
+
+def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict[str, Path]) -> list[str]:
+    """Put submitted notebooks into an nbgrader course so that TAs can grade them in the formgrader.
+
+    ``nbgrader_root`` is an nbgrader course folder holding ``source/<assignment>/`` (the source
+    notebooks; :func:`generate_student_version` needs no course, but nbgrader's gradebook does).
+    ``submissions`` maps student ids to their submitted notebook files. The assignment is added to
+    ``gradebook.db`` if needed; then nbgrader's autograde runs **without its Execute step**: no
+    student code runs here (the course grades the code in the sandbox), nbgrader only overwrites
+    read-only cells from the source, records the answers and creates the grades that TAs fill in.
+    nbgrader's automatic scores are therefore meaningless and are not the course's.
+
+    Returns:
+        The student ids staged.
+    """
+    from traitlets.config import Config
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.converters import Autograde, GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+    root = Path(nbgrader_root).resolve()
+    if not (root / "source" / assignment).is_dir():
+        raise NotebookError(f"{root}: no source/{assignment}/ folder (the nbgrader source notebooks)")
+    staged = []
+    with _nbgrader_environment():
+        config = Config()
+        config.CourseDirectory.root = str(root)
+        config.CourseDirectory.assignment_id = assignment
+        config.GenerateAssignment.force = True
+        config.GenerateAssignment.create_assignment = True
+        _run_converter(GenerateAssignment, config, f"generate_assignment {assignment}")
+        for student, notebook in sorted(submissions.items()):
+            target = root / "submitted" / student / assignment
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(notebook, target / Path(notebook).name)
+            staged.append(student)
+        config = Config()
+        config.CourseDirectory.root = str(root)
+        config.CourseDirectory.assignment_id = assignment
+        config.Autograde.create_student = True
+        config.Autograde.force = True
+        config.Autograde.autograde_preprocessors = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                                    SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+        for student in staged:
+            config.CourseDirectory.student_id = student
+            _run_converter(Autograde, config, f"autograde {assignment} for {student}")
+    return staged
+
+
+def _run_converter(cls: Any, config: Any, what: str) -> None:
+    from nbgrader.coursedir import CourseDirectory
+    converter = cls(coursedir=CourseDirectory(config=config), config=config)
+    try:
+        converter.start()
+    except BaseException as exc:  # nbgrader reports failures as NbGraderException (or SystemExit)
+        raise NotebookError(f"nbgrader {what} failed: {type(exc).__name__}: {exc}"[:1000]) from None

@@ -1,0 +1,210 @@
+"""Generate the data sets of the `finetune_vs_prompt` assignment (seeded, reproducible).
+
+    python scripts/make_finetune_data.py            # rewrite the JSONL files
+    python scripts/make_finetune_data.py --check    # exit 1 if the committed files differ
+
+Two invented data sets, written as small JSONL files:
+
+* flight-confirmation emails from five invented airlines whose formats vary slightly (field
+  labels, 12- or 24-hour clocks, "Gate B12" or "departs from B12", spaces in flight numbers);
+  the target is ``{"flight_number": "AU481", "departure_time": "14:35", "gate": "B12"}``, with
+  flight numbers written without spaces and times on a 24-hour clock (the seed's scenario 4);
+* sentences from four sub-fields of biochemistry that share their wording and differ mostly in
+  their jargon (the label), so that frozen general-purpose sentence embeddings are mediocre on
+  them while a fine-tuned encoder learns to attend to the jargon (the seed's domain adaptation).
+
+Public files go to ``assignments/finetune_vs_prompt/data/``; held-out files that only the hidden
+tests use go to ``graders/finetune_vs_prompt/data/`` (other seeds, never shown to students).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC = ROOT / "assignments" / "finetune_vs_prompt" / "data"
+HIDDEN = ROOT / "graders" / "finetune_vs_prompt" / "data"
+
+# ------------------------------------------------------------------ flight emails
+
+PASSENGERS = ["Ada Moreau", "Bilal Haddad", "Chiara Rossi", "Dmitri Volkov", "Eun-ji Park", "Farah Khan",
+              "Gustavo Lima", "Hanna Berg", "Ifeoma Obi", "Jonas Weber", "Keiko Sato", "Luis Ortega",
+              "Mira Patel", "Nils Lund", "Olga Ivanova", "Pablo Ruiz", "Quinn Taylor", "Rosa Diaz",
+              "Sven Dahl", "Tariq Aziz", "Uma Rao", "Viktor Horvat", "Wen Li", "Yara Haddad", "Zoe Martin"]
+CITIES = ["Lisbon", "Oslo", "Nairobi", "Montreal", "Osaka", "Lima", "Tunis", "Riga", "Perth", "Quito",
+          "Seville", "Gdansk", "Hanoi", "Accra", "Bergen", "Porto", "Cusco", "Malmo", "Split", "Cork"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+          "October", "November", "December"]
+
+
+def _flight_fields(rng: random.Random, code: str) -> dict:
+    hour, minute = rng.randrange(5, 24), rng.choice(range(0, 60, 5))
+    return {
+        "code": code,
+        "digits": str(rng.randrange(100, 9999)),
+        "hour": hour,
+        "minute": minute,
+        "gate": rng.choice("ABCDEFG") + str(rng.randrange(1, 40)),
+        "name": rng.choice(PASSENGERS),
+        "origin": (cities := rng.sample(CITIES, 2))[0],
+        "dest": cities[1],
+        "day": rng.randrange(1, 29),
+        "month": rng.choice(MONTHS),
+        "ref": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(6)),
+        "seat": f"{rng.randrange(1, 40)}{rng.choice('ABCDEF')}",
+    }
+
+
+def _h12(hour: int, minute: int) -> str:
+    suffix = "AM" if hour < 12 else "PM"
+    return f"{(hour - 1) % 12 + 1}:{minute:02d} {suffix}"
+
+
+def _aurora(f: dict) -> str:
+    return (f"Dear {f['name']},\n\nThank you for flying Aurora Air. Your booking {f['ref']} is confirmed.\n"
+            f"Flight: {f['code']}{f['digits']}\nFrom {f['origin']} to {f['dest']}, {f['day']} {f['month']}\n"
+            f"Departure: {f['hour']:02d}:{f['minute']:02d}\nGate: {f['gate']}\nSeat: {f['seat']}\n\n"
+            "Boarding closes 20 minutes before departure.")
+
+
+def _bluefin(f: dict) -> str:
+    return (f"BLUEFIN AIRWAYS - BOOKING CONFIRMATION\nPassenger: {f['name'].upper()}\nRef {f['ref']}\n"
+            f"FLT {f['code']} {f['digits']} | {f['origin'].upper()} -> {f['dest'].upper()}\n"
+            f"DEP {f['hour']:02d}{f['minute']:02d}H | GATE {f['gate']} | SEAT {f['seat']}\n"
+            "Please arrive at the airport two hours early.")
+
+
+def _cobalt(f: dict) -> str:
+    return (f"Hi {f['name'].split()[0]}! You're all set for {f['dest']}.\n"
+            f"Cobalt Jet flight {f['code']}-{f['digits']} leaves {f['origin']} on {f['month']} {f['day']} "
+            f"at {_h12(f['hour'], f['minute'])} from gate {f['gate']}.\n"
+            f"Confirmation code: {f['ref']}. Seat {f['seat']}. Have a great trip!")
+
+
+def _dunmore(f: dict) -> str:
+    return (f"Dunmore Airlines e-ticket receipt\n\nName ........ {f['name']}\nBooking ..... {f['ref']}\n"
+            f"Flight no. .. {f['code']} {f['digits']}\nRoute ....... {f['origin']} - {f['dest']}\n"
+            f"Date ........ {f['day']:02d}/{MONTHS.index(f['month']) + 1:02d}\n"
+            f"Departs ..... {f['hour']}h{f['minute']:02d}\nGate ........ {f['gate']} (subject to change)\n")
+
+
+def _estuary(f: dict) -> str:
+    return (f"Estuary Express confirms your trip, {f['name']}.\n"
+            f"On {f['day']} {f['month']} you fly {f['origin']} to {f['dest']} with {f['code']}{f['digits']}, "
+            f"departing {_h12(f['hour'], f['minute'])}. Your flight departs from {f['gate']}; gates close "
+            f"15 minutes before departure. Reference {f['ref']}, seat {f['seat']}.")
+
+
+AIRLINES = {"Aurora Air": ("AU", _aurora), "Bluefin Airways": ("BF", _bluefin), "Cobalt Jet": ("CJ", _cobalt),
+            "Dunmore Airlines": ("DN", _dunmore), "Estuary Express": ("EX", _estuary)}
+
+
+def flight_emails(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    names = sorted(AIRLINES)
+    out = []
+    for i in range(n):
+        airline = names[i % len(names)]  # balanced over the formats
+        code, render = AIRLINES[airline]
+        f = _flight_fields(rng, code)
+        out.append({"airline": airline, "email": render(f), "answer": {
+            "flight_number": f"{code}{f['digits']}",
+            "departure_time": f"{f['hour']:02d}:{f['minute']:02d}",
+            "gate": f["gate"]}})
+    rng.shuffle(out)
+    return out
+
+
+# ------------------------------------------------------------------ biochemistry sub-fields
+
+# The label is carried by the jargon; everything else (proteins, organisms, framing) is shared.
+JARGON = {
+    "enzyme kinetics": ["kcat", "Km", "Vmax", "kcat/Km", "the Michaelis constant", "the turnover number",
+                        "Lineweaver-Burk slopes", "initial velocities", "Ki for competitive inhibition",
+                        "the Hill coefficient of the steady-state rate"],
+    "structural biology": ["the B-factors", "Ramachandran outliers", "the space group", "the Rfree value",
+                           "the cryo-EM map resolution", "the electron density", "the crystal contacts",
+                           "the molecular replacement solution", "the local resolution", "the anomalous signal"],
+    "metabolomics": ["13C isotopologue labelling", "M+2 citrate", "the anaplerotic flux", "pool sizes of TCA intermediates",
+                     "the lactate M+3 fraction", "isotopic steady state", "the glycolytic flux",
+                     "the NADPH/NADP+ ratio", "the labelled acetyl-CoA", "the serine-glycine flux"],
+    "proteomics": ["tryptic peptides", "TMT reporter ions", "the MS/MS spectra", "the peptide FDR",
+                   "label-free quantification", "the precursor ion intensity", "missed cleavages",
+                   "the phosphosite localisation score", "spectral counts", "the sequence coverage"],
+}
+PROTEINS = ["PfkB", "GapA", "Hsp90", "RecA", "LacZ", "TrpA", "MurA", "FabI", "GroEL", "PykF", "AroB", "DnaK",
+            "IlvC", "CysK", "PurM", "ThrA", "MetE", "GltA", "SucC", "AceE"]
+ORGANISMS = ["E. coli", "yeast", "HeLa cells", "B. subtilis", "mouse liver", "Arabidopsis", "zebrafish",
+             "HEK293 cells", "M. tuberculosis", "C. elegans"]
+CONDITIONS = ["after heat shock", "under nitrogen starvation", "in the presence of the inhibitor",
+              "at pH 6.5", "after 2 h of hypoxia", "in the knockout strain", "at 37 degrees",
+              "following rapamycin treatment", "in the point mutant", "under glucose limitation"]
+FRAMES = [
+    "For {protein} from {organism}, {jargon} changed markedly {condition}.",
+    "We re-examined {protein} in {organism} and found that {jargon} shifted {condition}.",
+    "In {organism}, {jargon} of the {protein} sample was unchanged {condition}.",
+    "The {protein} preparation from {organism} showed altered {jargon} {condition}.",
+    "Compared with wild type, {jargon} for {protein} ({organism}) differed {condition}.",
+    "{condition_cap}, {jargon} reported for {protein} in {organism} was reproducible across replicates.",
+    "Our {protein} data from {organism} suggest that {jargon} is sensitive {condition}.",
+    "Replicate measurements of {jargon} for {protein} in {organism} agreed {condition}.",
+]
+
+
+def biochem_sentences(n_per_label: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for label, terms in JARGON.items():
+        for _ in range(n_per_label):
+            condition = rng.choice(CONDITIONS)
+            text = rng.choice(FRAMES).format(
+                protein=rng.choice(PROTEINS), organism=rng.choice(ORGANISMS), jargon=rng.choice(terms),
+                condition=condition, condition_cap=condition[0].upper() + condition[1:])
+            out.append({"text": text[0].upper() + text[1:], "label": label})
+    rng.shuffle(out)
+    return out
+
+
+# ------------------------------------------------------------------ files
+
+def datasets() -> dict[Path, list[dict]]:
+    return {
+        PUBLIC / "flights_train.jsonl": flight_emails(60, seed=1),
+        PUBLIC / "flights_test.jsonl": flight_emails(30, seed=2),
+        PUBLIC / "biochem_train.jsonl": biochem_sentences(12, seed=3),
+        PUBLIC / "biochem_test.jsonl": biochem_sentences(10, seed=4),
+        HIDDEN / "flights_hidden.jsonl": flight_emails(30, seed=101),
+        HIDDEN / "biochem_hidden.jsonl": biochem_sentences(15, seed=103),
+    }
+
+
+def render(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that the committed files are current")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, rows in datasets().items():
+        text = render(rows)
+        if args.check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path.relative_to(ROOT)))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)} ({len(rows)} rows)")
+    if stale:
+        print("out of date (run scripts/make_finetune_data.py):", *stale, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
