@@ -1,0 +1,169 @@
+"""``course ci``: grade one working tree (a pull request's checkout) and write what CI shows.
+
+The checkout is data. It is copied (regular files only, size-capped, symlinks dropped) and graded
+by the sandbox backend with the hidden tests and the *instructor's* public tests, exactly as
+``course grade`` grades a collected submission; the gradebook is not involved.
+
+Written into ``out``: ``summary.md`` (also appended to ``$GITHUB_STEP_SUMMARY`` when given),
+``junit.xml`` and ``results.json`` (Gradescope's format). GitHub annotations are returned for the
+CLI to print on stdout, where GitHub reads workflow commands. ``course init-ci`` writes the
+workflow templates (``check.yml``, ``grade.yml``); see ``docs/ci.md`` for the threat model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from course import collect as collect_mod
+from course import config as config_mod
+from course import report
+from course.config import Course
+from course.errors import CourseError, GradingError
+from course.grading.runner import Job, LocalExecutor, spec_for
+
+WORKFLOWS = ("check.yml", "grade.yml")
+REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+PYTHON_RE = re.compile(r"^3\.\d{1,2}$")
+
+
+@dataclass
+class CIReport:
+    """One graded working tree: the grade, the files written, and the annotations to print."""
+
+    graded: report.Graded
+    files: dict[str, Path]
+    annotations: list[str]
+    fail_under: float | None = None
+    isolation_note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.fail_under is not None and self.graded.final < self.fail_under - 1e-9
+
+
+def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, student: str = "ci",
+               submitted_at: str | None = None, fail_under: float | None = None,
+               step_summary: Path | None = None, require_isolation: bool = False,
+               backend: str = "sandbox") -> CIReport:
+    """Grade ``submission`` (a folder, usually a PR checkout's ``assignments/<slug>``) for ``slug``.
+
+    Raises :class:`CourseError` (exit 2) for bad input, :class:`GradingError` (exit 3) when the
+    sandbox could not grade. A graded tree is a report, however many points it earned.
+    """
+    course.assignment(slug)
+    submission = Path(submission)
+    if not submission.is_dir():
+        raise CourseError(f"--submission {submission}: no such folder")
+    hidden = course.paths.graders / slug
+    if not hidden.is_dir():
+        raise CourseError(f"{hidden}: no hidden tests for assignment {slug!r} (is --graders right?)")
+    late_by, when = _lateness(course, student, slug, submitted_at)
+    spec = spec_for(course, slug)
+    with tempfile.TemporaryDirectory(prefix="course-ci-") as tmp:
+        stage = Path(tmp) / "submission"
+        stage.mkdir()
+        collect_mod.copy_folder(submission, stage, f"--submission {submission}")
+        root = collect_mod._descend(stage, slug)
+        executor = LocalExecutor(1, backend=backend, require_isolation=require_isolation)
+        try:
+            [result] = executor.run([Job(f"{student}/{slug}", spec, root)])
+        except OSError as exc:
+            raise GradingError(f"{slug}: grading {submission} failed: {exc}") from exc
+        finally:
+            note = executor.isolation_note
+            executor.close()
+        inside = root.relative_to(stage).as_posix()
+    if not result.ok:
+        raise GradingError(f"{slug}: could not grade {submission}: {result.message}")
+    graded = report.graded_from_results(course, student, slug, result.results, duration=result.duration,
+                                        isolation=result.isolation, late_by=late_by)
+    graded.submitted_at = when.isoformat() if when else None
+    graded.due = course.due_for(student, slug).isoformat()
+    out = Path(out)
+    files = {"summary": out / "summary.md", "junit": out / "junit.xml", "results": out / "results.json"}
+    out.mkdir(parents=True, exist_ok=True)
+    summary = report.ci_summary(graded) + _footer(graded, fail_under, note)
+    files["summary"].write_text(summary, encoding="utf-8")
+    files["junit"].write_text(report.junit_xml([graded]), encoding="utf-8")
+    report.write_json(files["results"], report.gradescope_results(graded))
+    if step_summary is not None:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(summary + "\n")
+    prefix = _join(_repo_prefix(submission), inside)
+    return CIReport(graded, files, report.github_annotations(graded, prefix), fail_under, note)
+
+
+def _lateness(course: Course, student: str, slug: str, submitted_at: str | None) -> tuple[float, dt.datetime | None]:
+    if not submitted_at:
+        return 0.0, None
+    when = config_mod.parse_datetime(submitted_at, "--submitted-at", config_mod._Ctx(Path("command line")))
+    return max(0.0, (when - course.due_for(student, slug)).total_seconds()), when
+
+
+def _footer(g: report.Graded, fail_under: float | None, isolation_note: str) -> str:
+    lines = ["", f"Graded in the sandbox ({g.isolation} isolation) in {g.duration:.1f} s."]
+    if g.submitted_at:
+        lines.append(f"Submitted {g.submitted_at}, due {g.due}: {report._lateness(g, None)}.")
+    if g.pending:
+        lines.append(f"{g.pending} GPU test(s) pending: they are graded on a GPU machine later.")
+    if fail_under is not None:
+        met = g.final >= fail_under - 1e-9
+        lines.append(f"Required: {report._fmt(fail_under)} points ({'met' if met else 'not met'}).")
+    if isolation_note:
+        lines.append(f"Warning: {isolation_note}")
+    return "\n".join(lines) + "\n"
+
+
+def _repo_prefix(folder: Path) -> str:
+    """``folder`` relative to its git work tree (annotations name files from the repository root)."""
+    folder = folder.resolve()
+    for parent in (folder, *folder.parents):
+        if (parent / ".git").exists():
+            return folder.relative_to(parent).as_posix()
+    try:
+        return folder.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return ""
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p != ".")
+
+
+# ------------------------------------------------------------------ init-ci
+
+def template(name: str) -> str:
+    """The text of a packaged template (``course/templates/<name>``)."""
+    return (resources.files("course") / "templates" / name).read_text(encoding="utf-8")
+
+
+def render_workflow(name: str, *, course_repo: str, python: str = "3.11") -> str:
+    if not REPO_RE.match(course_repo):
+        raise CourseError(f"--course-repo {course_repo!r}: expected OWNER/NAME of the private course repository")
+    if not PYTHON_RE.match(python):
+        raise CourseError(f"--python {python!r}: expected a version such as 3.11")
+    text = template(name).replace("@@COURSE_REPO@@", course_repo).replace("@@PYTHON@@", python)
+    assert "@@" not in text, f"template {name} has an unfilled placeholder"
+    return text
+
+
+def init_ci(repo: Path, *, course_repo: str, python: str = "3.11", force: bool = False) -> list[Path]:
+    """Write ``.github/workflows/check.yml`` and ``grade.yml`` into the repository at ``repo``."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise CourseError(f"--into {repo}: no such folder")
+    texts = {name: render_workflow(name, course_repo=course_repo, python=python) for name in WORKFLOWS}
+    folder = repo / ".github" / "workflows"
+    existing = [folder / n for n in WORKFLOWS if (folder / n).exists()]
+    if existing and not force:
+        raise CourseError(f"{existing[0]}: already exists (use --force to overwrite)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return [folder / n for n in WORKFLOWS]
