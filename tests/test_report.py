@@ -73,5 +73,5 @@ def test_junit_xml_parses_and_hides_hidden_details():
 
 def test_annotations_point_at_the_students_line():
     assert report.github_annotations(graded(), "assignments/vecops") == [
-        "::error file=assignments/vecops/vecops.py,line=14,title=test_vecops.py::test_dot_small::"
+        "::error file=assignments/vecops/vecops.py,line=14,title=test_vecops.py%3A%3Atest_dot_small::"
         "AssertionError: <b>11.5</b> != 11"]
