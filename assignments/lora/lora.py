@@ -1,8 +1,8 @@
 """LoRA: low-rank adaptation, written from scratch and held to peft's numbers and file format.
 
-A frozen linear layer ``W`` (shape ``out in``) gets a trainable low-rank update ``B @ A``, with
-``A`` of shape ``r in`` and ``B`` of shape ``out r`` (``r`` is the rank, much smaller than ``in``
-and ``out``). The layer computes::
+A frozen linear layer ``W`` of shape ``(out, in)`` gets a trainable low-rank update ``B @ A``,
+with ``A`` of shape ``(r, in)`` and ``B`` of shape ``(out, r)`` (``r``, the rank, is much smaller
+than ``in`` and ``out``). The layer computes::
 
     y = x @ W^T + b + dropout(x) @ A^T @ B^T * scaling,      scaling = alpha / r
 
@@ -171,9 +171,9 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, *, r: int, alpha: fl
     * ``adapter_model.safetensors``: ``lora_state_dict(model)``
       (``safetensors.torch.save_file``);
     * ``adapter_config.json``: at least ``{"peft_type": "LORA", "r": r, "lora_alpha": alpha,
-      "target_modules": target_modules, "lora_dropout": p, "bias": "none",
-      "base_model_name_or_path": base_model_name_or_path}``, where ``p`` is the dropout
-      probability of the model's LoRA layers (0.0 without dropout).
+      "target_modules": target_modules, "base_model_name_or_path": base_model_name_or_path}``.
+      peft fills in defaults for every key you leave out; also writing ``"lora_dropout"`` (the
+      dropout probability of the LoRA layers) and ``"bias": "none"`` documents the adapter fully.
     """
     raise NotImplementedError("Task 3.2: save_adapter")
 
