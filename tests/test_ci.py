@@ -316,3 +316,15 @@ def test_check_step_runs_locally_on_the_fixture_pr(workspace):
     # Advisory, and it runs the PR's own (here: replaced) public tests: 1 passing test, exit 0.
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "::group::course check vecops" in proc.stdout and "1/1" in proc.stdout
+
+
+def test_annotations_cannot_inject_workflow_commands():
+    # The location comes from the worker (student-controlled); it must stay inside its property.
+    row = report.ResultRow(test_id="public:t", name="test_x.py::test_y", task="1.1", hidden=False, outcome="failed",
+                           points=0, max_points=1, message="boom\n::warning::fake", detail="",
+                           location="a.py,title=You passed\n::set-output name=x::1:7", duration=0.0)
+    g = report.Graded("s", "vecops", "Vector operations", 10, "graded", results=[row])
+    [line] = report.github_annotations(g, "assignments/vecops")
+    assert "\n" not in line and line.count("::") == 2
+    assert line == ("::error file=assignments/vecops/a.py%2Ctitle=You passed%0A%3A%3Aset-output name=x%3A%3A1,"
+                    "line=7,title=test_x.py%3A%3Atest_y::boom")
