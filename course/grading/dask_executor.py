@@ -1,0 +1,540 @@
+"""Grading on a Dask cluster: ``course grade --executor dask --scheduler tcp://host:8786``.
+
+One Dask task grades one submission. On the worker, the judge runs exactly as it does locally:
+in a child forked from the worker process (pytest cannot run in a Dask worker thread), with its
+own sandbox fork server, through a process-local :class:`~course.grading.runner.LocalExecutor`
+held by a :class:`GraderPlugin` (so the fork server starts once per worker and run).
+
+What travels, and where it goes::
+
+    coordinator (course grade)                              Dask worker (one per core or GPU)
+      grader bundle: graders/<slug>, the public tests,  --> GraderPlugin.setup: sha256 checked,
+        solutions/<slug>  (tar, sha256; once per run)        unpacked in the worker's own folder,
+                                                             never inside a sandbox
+      submission folder (tar bytes, one per task)       --> unpacked to a scratch folder; the
+                                                             judge copies it into the sandbox
+      on_done(JobResult) <-- encode_result() JSON bytes <-- the judge's results (plain data)
+
+The gradebook is written only by the coordinator (``api.grade``'s ``on_done``: one transaction
+per submission). A worker lost mid-task makes Dask run that task again elsewhere; only the
+result that reaches the coordinator is recorded, once. A killed coordinator cancels its tasks and
+records nothing more, so the next ``course grade`` resumes where it stopped.
+
+GPU routing: with ``device="cuda"`` every task carries ``resources={"GPU": 1}``, so only workers
+started with ``--resources GPU=1`` receive it; CPU-only workers never do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import queue
+import secrets
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import course
+from course.config import Limits
+from course.errors import GradingError
+from course.grading.runner import GraderSpec, Job, JobResult, decode_result, encode_result
+
+try:  # the optional extra ``course[cluster]``
+    from distributed import WorkerPlugin
+except ImportError:  # pragma: no cover - exercised only without dask installed
+    WorkerPlugin = object  # type: ignore[assignment,misc]
+
+MAX_BUNDLE_BYTES = 256 * 2**20      # a grader bundle larger than this is refused (it goes to every worker)
+MAX_SUBMISSION_BYTES = 512 * 2**20  # the sandbox's own cap on a submission copy
+MAX_SUBMISSION_FILES = 5000
+WORKER_WAIT = 60.0                  # seconds to wait for a first worker (or a GPU worker) to join
+_SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints")
+
+
+# ------------------------------------------------------------------ packing (deterministic tars)
+
+def _add_file(tar: tarfile.TarFile, path: Path, arcname: str, *, max_bytes: int, max_files: int,
+              counts: list[int], source: Path) -> None:
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or path.name.endswith(".pyc"):
+        return
+    counts[0] += st.st_size
+    counts[1] += 1
+    if counts[0] > max_bytes or counts[1] > max_files:
+        raise GradingError(f"{source}: larger than {max_bytes} bytes or {max_files} files")
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mode, info.mtime = st.st_size, 0o644, 0
+    with open(path, "rb") as fh:
+        tar.addfile(info, fh)
+
+
+def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str, *, max_bytes: int, max_files: int,
+              counts: list[int]) -> None:
+    """Regular files and folders under ``source`` (no links, devices, caches), sorted, timestamps zeroed."""
+    if source.is_file():
+        _add_file(tar, source, arcname, max_bytes=max_bytes, max_files=max_files, counts=counts, source=source)
+        return
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not os.path.islink(os.path.join(folder, d)))
+        rel = Path(folder).relative_to(source)
+        base = f"{arcname}/{rel.as_posix()}" if rel.parts else arcname
+        info = tarfile.TarInfo(base)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+        tar.addfile(info)
+        for name in sorted(files):
+            _add_file(tar, Path(folder) / name, f"{base}/{name}", max_bytes=max_bytes, max_files=max_files,
+                      counts=counts, source=source)
+
+
+def _tar(trees: list[tuple[Path, str]], *, max_bytes: int, max_files: int = 10**6) -> bytes:
+    buf = io.BytesIO()
+    counts = [0, 0]
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for source, arcname in trees:
+            _add_tree(tar, source, arcname, max_bytes=max_bytes, max_files=max_files, counts=counts)
+    return gzip.compress(buf.getvalue(), compresslevel=6, mtime=0)
+
+
+def _untar(data: bytes, dest: Path) -> None:
+    """Extract with the ``data`` filter: no absolute paths, no ``..``, no links out, no devices."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
+            tar.extractall(dest, filter="data")
+    except (OSError, EOFError, tarfile.TarError) as exc:
+        raise GradingError(f"cannot unpack into {dest}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What the workers need to grade one assignment, as a tar whose sha256 names it."""
+
+    slug: str
+    sha256: str
+    data: bytes = field(repr=False)
+
+
+def bundle_trees(spec: GraderSpec) -> list[tuple[Path, str]]:
+    """(folder, name in the bundle) for one assignment: the layout mirrors the course folder.
+
+    ``graders/<slug>`` (the hidden tests, probes and data), ``assignments/<slug>/tests`` (the
+    instructor's copy of the public tests), ``solutions/<slug>`` (reference code some tests use as
+    an oracle), and any ``conftest.py`` pytest would load between them and the course folder.
+    """
+    slug, root = spec.slug, spec.root
+    trees = [(spec.hidden, f"graders/{slug}")]
+    if spec.public.is_dir():
+        trees.append((spec.public, f"assignments/{slug}/tests"))
+    solutions = root / "solutions" / slug
+    if solutions.is_dir():
+        trees.append((solutions, f"solutions/{slug}"))
+    return trees
+
+
+def _conftests(spec: GraderSpec) -> list[tuple[Path, str]]:
+    found = []
+    for path, name in ((spec.root / "conftest.py", "conftest.py"),
+                       (spec.hidden.parent / "conftest.py", "graders/conftest.py"),
+                       (spec.root / "assignments" / "conftest.py", "assignments/conftest.py"),
+                       (spec.public.parent / "conftest.py", f"assignments/{spec.slug}/conftest.py")):
+        if path.is_file() and name not in {n for _, n in found}:
+            found.append((path, name))
+    return found
+
+
+def pack_bundle(spec: GraderSpec) -> Bundle:
+    """The grader bundle of ``spec``'s assignment (deterministic: equal folders, equal sha256)."""
+    data = _tar(bundle_trees(spec) + _conftests(spec), max_bytes=MAX_BUNDLE_BYTES)
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise GradingError(f"{spec.hidden}: the grader bundle of {spec.slug!r} is {len(data)} bytes "
+                           f"(more than {MAX_BUNDLE_BYTES}); move large data out of graders/")
+    return Bundle(spec.slug, hashlib.sha256(data).hexdigest(), data)
+
+
+def unpack_bundle(data: bytes, sha256: str, dest: Path) -> Path:
+    """Check the bundle's hash, then unpack it into ``dest`` (a fresh folder)."""
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise GradingError(f"grader bundle {sha256[:16]}: its content hashes to {got[:16]}; refusing to use it")
+    dest.mkdir(mode=0o700, parents=True)
+    _untar(data, dest)
+    return dest
+
+
+def pack_submission(path: Path) -> bytes:
+    """One submission folder as tar bytes (regular files only, within the sandbox's size caps)."""
+    if not path.is_dir():
+        raise GradingError(f"{path}: the submission folder is missing")
+    return _tar([(path, "submission")], max_bytes=MAX_SUBMISSION_BYTES, max_files=MAX_SUBMISSION_FILES)
+
+
+def _inside(path: Path, roots: Iterable[str]) -> str | None:
+    real = os.path.realpath(path)
+    for root in roots:
+        r = os.path.realpath(root)
+        if real == r or real.startswith(r.rstrip(os.sep) + os.sep):
+            return r
+    return None
+
+
+def _sandbox_visible_roots() -> list[str]:
+    """Folders the sandbox binds read-only: a grader bundle must never lie under one of them."""
+    from course.grading import sandbox
+    return [sys.prefix, sys.base_prefix, *sandbox._stdlib_paths(), *sandbox._site_packages()]
+
+
+# ------------------------------------------------------------------ the worker side
+
+class GraderPlugin(WorkerPlugin):
+    """Installed on every worker for one run: the grader bundles and a process-local judge pool.
+
+    ``setup`` checks and unpacks the bundles (once per worker and run, also on workers that join
+    later); the first task starts a :class:`LocalExecutor` with one job slot, whose sandbox fork
+    server then serves every later task of the run on this worker; ``teardown`` (when the run ends)
+    stops it and deletes the bundles.
+    """
+
+    def __init__(self, name: str, bundles: dict[str, bytes], *, backend: str, device: str,
+                 require_isolation: bool, isolation: str = "auto"):
+        self.name = name
+        self.bundles = bundles              # sha256 -> tar bytes
+        self.backend = backend
+        self.device = device
+        self.require_isolation = require_isolation
+        self.isolation = isolation
+        self.course_version = course.__version__
+
+    def setup(self, worker: Any) -> None:
+        self.lock = threading.Lock()
+        self.executor: Any = None
+        self.address = str(getattr(worker, "address", "") or "")
+        self.folder = Path(worker.local_directory) / self.name
+        under = _inside(self.folder, _sandbox_visible_roots())
+        if under is not None:
+            raise GradingError(f"worker {self.address}: its local directory {worker.local_directory} lies under "
+                               f"{under}, which the sandbox can read; start the worker with --local-directory "
+                               "elsewhere (e.g. /tmp or node-local scratch)")
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(mode=0o700, parents=True)
+        self.roots = {sha: unpack_bundle(data, sha, self.folder / sha[:16]) for sha, data in self.bundles.items()}
+        self.bundles = {}  # unpacked; the bytes are not needed any more
+
+    def teardown(self, worker: Any) -> None:
+        executor, self.executor = getattr(self, "executor", None), None
+        if executor is not None:
+            executor.close()
+        folder = getattr(self, "folder", None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def judge(self, task: dict[str, Any], submission: bytes,
+              on_start: Callable[[Job], None] | None = None) -> dict[str, Any]:
+        """Grade one submission here; returns plain data (the result as JSON bytes, the log, a note)."""
+        from course.grading.runner import LocalExecutor
+        if task["course_version"] != self.course_version:
+            raise GradingError(f"worker {self.address} runs course {self.course_version}, the coordinator "
+                               f"{task['course_version']}: install the same version on every worker")
+        root = self.roots.get(task["bundle"])
+        if root is None:
+            raise GradingError(f"worker {self.address} has no grader bundle {task['bundle'][:16]}")
+        if self.device == "cuda" and not _cuda_available():
+            job = Job(task["key"], _worker_spec(root, task), Path("."))
+            return {"result": encode_result(JobResult(job, False, message=(
+                f"worker {self.address} offers the resource GPU but CUDA is not available there "
+                "(start GPU workers only on machines with a working CUDA driver)"), started_at=_now())),
+                "log": "", "note": ""}
+        with self.lock:  # one judge at a time per worker process: start workers with --nthreads 1
+            if self.executor is None:
+                self.executor = LocalExecutor(1, backend=self.backend, device=self.device,
+                                              require_isolation=self.require_isolation, isolation=self.isolation)
+            scratch = Path(tempfile.mkdtemp(prefix="sub-", dir=self.folder))
+            try:
+                _untar(submission, scratch)
+                job = Job(task["key"], _worker_spec(root, task), scratch / "submission", tuple(task["only"]))
+                result = self.executor.run([job], on_start=on_start)[0]
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return {"result": encode_result(result), "log": result.log[-4000:] if not result.ok else "",
+                    "note": self.executor.isolation_note}
+
+
+def _worker_spec(root: Path, task: dict[str, Any]) -> GraderSpec:
+    slug = task["slug"]
+    return GraderSpec(slug=slug, root=root, hidden=root / "graders" / slug, public=root / "assignments" / slug / "tests",
+                      limits=Limits(**task["limits"]), version=task["version"])
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def _now() -> str:
+    import datetime as dt
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def grade_task(plugin_name: str, task: dict[str, Any], submission: bytes) -> dict[str, Any]:
+    """The Dask task: runs on a worker, grades one submission, returns plain data."""
+    from distributed import get_worker
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if plugin is None or not hasattr(plugin, "roots"):
+        raise GradingError(f"worker {worker.address} did not install the grader bundles of run {plugin_name}")
+
+    def started(job: Job) -> None:  # the judge has forked: tell the coordinator (its progress bar)
+        worker.log_event(f"{plugin_name}-start", {"key": task["key"], "worker": worker.address})
+
+    out = plugin.judge(task, submission, on_start=started)
+    out["worker"] = worker.address
+    return out
+
+
+# ------------------------------------------------------------------ the coordinator side
+
+@dataclass
+class WorkerCounts:
+    graded: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+class DaskExecutor:
+    """Judges on the workers of a Dask cluster; same interface as :class:`LocalExecutor`.
+
+    ``scheduler`` is the scheduler's address (``tcp://host:8786``); ``None`` starts a
+    ``LocalCluster`` on this machine (one single-threaded worker process per core, or ``workers``).
+    """
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, *, backend: str = "sandbox", device: str = "cpu",
+                 require_isolation: bool = False, isolation: str = "auto", workers: int | None = None,
+                 timeout: float = 30.0, worker_wait: float = WORKER_WAIT):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise GradingError("--executor dask needs Dask: pip install 'course[cluster]'") from None
+        self.backend, self.device = backend, device
+        self.require_isolation, self.isolation = require_isolation, isolation
+        self.isolation_note = ""
+        self.worker_wait = worker_wait
+        self.cluster: Any = None
+        self.run_id = secrets.token_hex(4)
+        self.plugin_name = f"course-grade-{self.run_id}"
+        self.placements: dict[str, list[str]] = {}   # job key -> workers it started on, in order
+        self.counts: dict[str, WorkerCounts] = {}
+        self._notes: dict[str, str] = {}
+        self._plugin_registered = False
+        try:
+            if scheduler is None:
+                self.cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                            processes=True, dashboard_address=":0")
+                scheduler = self.cluster.scheduler_address
+            self.scheduler = scheduler
+            self.client = Client(scheduler, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            self._close_cluster()
+            raise GradingError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh not installed) or no scheduler info
+            return None
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {"GPU": 1} if self.device == "cuda" else None
+
+    def summary(self) -> dict[str, Any]:
+        """Scheduler, dashboard link and per-worker counts, as plain data (for the CLI's final table)."""
+        return {
+            "scheduler": self.scheduler,
+            "dashboard": self.dashboard_link,
+            "workers": {w: asdict(c) for w, c in sorted(self.counts.items())},
+            "rescheduled": sorted(k for k, where in self.placements.items() if len(where) > 1),
+        }
+
+    # -------------------------------------------------------------- running
+
+    def _wait_for_workers(self) -> None:
+        deadline = time.monotonic() + self.worker_wait
+        while True:
+            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+            if self.device != "cuda" and workers:
+                return
+            if any(float(w.get("resources", {}).get("GPU", 0)) >= 1 for w in workers.values()):
+                return
+            if time.monotonic() > deadline:
+                if self.device == "cuda":
+                    raise GradingError(f"--device cuda: no worker of {self.scheduler} offers a GPU; start GPU "
+                                       "workers with `dask worker SCHEDULER --nthreads 1 --resources GPU=1`")
+                raise GradingError(f"--scheduler {self.scheduler}: no worker joined within {self.worker_wait:.0f} s")
+            time.sleep(0.5)
+
+    def _register(self, jobs: list[Job]) -> dict[str, str]:
+        """Pack one bundle per assignment and install them on every worker; returns slug -> sha256."""
+        bundles: dict[str, Bundle] = {}
+        for job in jobs:
+            if job.spec.slug not in bundles:
+                bundles[job.spec.slug] = pack_bundle(job.spec)
+        plugin = GraderPlugin(self.plugin_name, {b.sha256: b.data for b in bundles.values()}, backend=self.backend,
+                              device=self.device, require_isolation=self.require_isolation, isolation=self.isolation)
+        try:
+            self.client.register_plugin(plugin, name=self.plugin_name)
+        except GradingError:
+            raise
+        except Exception as exc:
+            raise GradingError(f"a worker of {self.scheduler} could not install the grader bundles: {exc}") from None
+        self._plugin_registered = True
+        return {slug: b.sha256 for slug, b in bundles.items()}
+
+    def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None,
+            on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        """Grade every job on the cluster; ``on_start``/``on_done`` are called in this thread.
+
+        ``on_start`` is called when a worker starts a job (again if a lost worker's job restarts
+        elsewhere), ``on_done`` once per job, with the result the coordinator then records.
+        """
+        from distributed import as_completed
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        self._wait_for_workers()
+        shas = self._register(jobs)
+        starts: queue.Queue = queue.Queue()
+        topic = f"{self.plugin_name}-start"
+        self.client.subscribe_topic(topic, lambda event: starts.put(event[1]))
+        done: list[JobResult] = []
+        by_key: dict[str, Job] = {}
+        futures = []
+
+        def finish(result: JobResult, worker: str | None) -> None:
+            if worker is not None:
+                c = self.counts.setdefault(worker, WorkerCounts())
+                c.graded += result.ok
+                c.errors += not result.ok
+                c.seconds = round(c.seconds + result.duration, 3)
+            done.append(result)
+            if on_done:
+                on_done(result)
+
+        try:
+            for job in jobs:
+                by_key[job.key] = job
+                try:
+                    payload = pack_submission(job.submission)
+                except GradingError as exc:
+                    finish(JobResult(job, False, message=str(exc), started_at=_now()), None)
+                    continue
+                task = {"key": job.key, "slug": job.spec.slug, "bundle": shas[job.spec.slug],
+                        "version": job.spec.version, "limits": asdict(job.spec.limits), "only": list(job.only),
+                        "course_version": course.__version__}
+                key = f"course-{job.key.replace('/', '.')}-{self.run_id}"
+                fut = self.client.submit(grade_task, self.plugin_name, task, payload, key=key, pure=False,
+                                         resources=self.resources)
+                fut.course_job = job  # type: ignore[attr-defined]
+                futures.append(fut)
+            started: set[str] = set()
+            finished: set[str] = set()
+
+            def drain_starts(block: float = 0.0) -> None:
+                try:
+                    msg = starts.get(timeout=block) if block else starts.get_nowait()
+                except queue.Empty:
+                    return
+                while True:
+                    key, worker = msg["key"], msg["worker"]
+                    if key in by_key and key not in finished:
+                        self.placements.setdefault(key, []).append(worker)
+                        started.add(key)
+                        if on_start:
+                            on_start(by_key[key])
+                    try:
+                        msg = starts.get_nowait()
+                    except queue.Empty:
+                        return
+
+            pending = as_completed(futures, loop=self.client.loop)
+            while not pending.is_empty():
+                drain_starts()
+                batch = pending.next_batch(block=False) if pending.has_ready() else []
+                if not batch:
+                    drain_starts(block=0.1)
+                    continue
+                for fut in batch:
+                    job = fut.course_job
+                    result, worker = self._result_of(fut, job)
+                    if job.key not in started:  # its start event is still in flight: keep the order
+                        started.add(job.key)
+                        self.placements.setdefault(job.key, []).append(worker or "?")
+                        if on_start:
+                            on_start(job)
+                    finished.add(job.key)
+                    fut.release()
+                    finish(result, worker)
+        finally:
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:
+                pass
+            left = [f for f in futures if not f.done()]
+            if left:
+                self.client.cancel(left)
+        self.isolation_note = "; ".join(f"{w}: {n}" if len(self._notes) > 1 else n for w, n in sorted(self._notes.items()))
+        return done
+
+    def _result_of(self, fut: Any, job: Job) -> tuple[JobResult, str | None]:
+        if fut.status == "finished":
+            try:
+                data = fut.result()
+                result = decode_result(job, data["result"])
+            except Exception as exc:  # a malformed reply is an infrastructure failure, never a grade
+                return JobResult(job, False, message=f"the worker's reply could not be read: {exc}",
+                                 started_at=_now()), None
+            result.log = str(data.get("log", ""))
+            worker = str(data.get("worker", "?"))
+            if data.get("note"):
+                self._notes[worker] = str(data["note"])
+            return result, worker
+        if fut.status == "error":
+            exc = fut.exception()
+            return JobResult(job, False, message=f"the Dask task failed: {type(exc).__name__}: {exc}"[:2000],
+                             started_at=_now()), None
+        return JobResult(job, False, message=f"the Dask task was {fut.status} (scheduler {self.scheduler} lost?)",
+                         started_at=_now()), None
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            if self._plugin_registered:
+                try:
+                    client.unregister_worker_plugin(self.plugin_name)
+                except Exception:
+                    pass
+            try:
+                client.close()
+            except Exception:
+                pass
+        self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            try:
+                self.cluster.close()
+            except Exception:
+                pass
+            self.cluster = None
