@@ -15,16 +15,29 @@ import builtins
 from typing import Any
 
 
+MAX_MESSAGE = 2000
+MAX_TRACEBACK = 8000
+MAX_FRAMES = 20
+
+
+def _text(value: Any, default: str, limit: int) -> str:
+    return (value if type(value) is str else default)[:limit]
+
+
 class SubmissionError(Exception):
     """The student's code raised an exception (carried as data: type, message, student frames)."""
 
     def __init__(self, target: str, info: dict[str, Any]):
+        # ``info`` came from the worker: untrusted data, so every field is typed and capped here.
         self.target = target
-        self.remote_type = str(info.get("type", "Exception"))
-        self.base = str(info.get("base", "Exception"))
-        self.remote_message = str(info.get("message", ""))
-        self.frames = [tuple(f) for f in info.get("frames", []) if isinstance(f, (list, tuple)) and len(f) == 3]
-        self.remote_traceback = str(info.get("traceback", ""))
+        self.remote_type = _text(info.get("type"), "Exception", 200)
+        self.base = _text(info.get("base"), "Exception", 100)
+        self.remote_message = _text(info.get("message"), "", MAX_MESSAGE)
+        frames = info.get("frames")
+        self.frames = [(_text(f[0], "?", 300), f[1] if type(f[1]) is int else 0, _text(f[2], "?", 200))
+                       for f in (frames if type(frames) is list else [])[-MAX_FRAMES:]
+                       if type(f) in (list, tuple) and len(f) == 3]
+        self.remote_traceback = _text(info.get("traceback"), "", MAX_TRACEBACK)
         super().__init__(self.describe())
 
     @property
@@ -52,7 +65,7 @@ _CLASSES: dict[str, type] = {}
 
 def submission_error(target: str, info: dict[str, Any]) -> SubmissionError:
     """A :class:`SubmissionError` that also subclasses the student's built-in exception type."""
-    base_name = str(info.get("base", "Exception"))
+    base_name = _text(info.get("base"), "Exception", 100)
     base = getattr(builtins, base_name, None)
     if not (isinstance(base, type) and issubclass(base, Exception)) or issubclass(base, (AssertionError,)):
         # AssertionError stays plain: a student's assert must not pass for the test's own assert.

@@ -143,10 +143,11 @@ class _Encoder:
         return key
 
 
-def dumps(message: Any, max_bytes: int = 2**40) -> bytes:
-    """One frame holding ``message``. Raises :class:`WireError` naming the first value that may not cross."""
+def dumps(message: Any, max_bytes: int = 2**40, root: str = "value") -> bytes:
+    """One frame holding ``message``. Raises :class:`WireError` naming the first value that may not cross
+    (its path starts with ``root``)."""
     enc = _Encoder(max_bytes)
-    header = json.dumps(enc.encode(message, "value"), allow_nan=False, separators=(",", ":")).encode("utf-8")
+    header = json.dumps(enc.encode(message, root), allow_nan=False, separators=(",", ":")).encode("utf-8")
     payload = st_save(enc.tensors) if enc.tensors else b""
     if len(header) > MAX_HEADER:
         raise WireTooLarge(f"value: the header is larger than {MAX_HEADER} bytes")
@@ -155,6 +156,22 @@ def dumps(message: Any, max_bytes: int = 2**40) -> bytes:
 
 def _reject_constant(name: str) -> Any:
     raise WireError(f"the reply contains a bare JSON {name}, which is not allowed")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e400: a non-finite float must be an explicit $float tag
+        raise WireError(f"the reply contains the out-of-range number {text[:40]}")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > 20:  # more digits than any 64-bit integer (and no 4300-digit ValueError)
+        raise WireError(f"the reply contains an integer of {len(text)} digits")
+    value = int(text)
+    if abs(value) >= 2**63:
+        raise WireError(f"the reply contains the integer {value}, which does not fit in 64 bits")
+    return value
 
 
 class _Decoder:
@@ -205,15 +222,26 @@ def loads(frame: bytes) -> Any:
     header = frame[_PREFIX.size:_PREFIX.size + hlen]
     payload = frame[_PREFIX.size + hlen:]
     try:
-        tree = json.loads(header.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"malformed frame: header is not JSON ({exc})") from None
+        tree = json.loads(header.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float,
+                          parse_int=_parse_int)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError("malformed frame: header nested too deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise WireError(f"malformed frame: header is not JSON ({str(exc)[:200]})") from None
     try:
         tensors = st_load(payload) if payload else {}
     except Exception as exc:  # safetensors raises its own error types
-        raise WireError(f"malformed frame: payload is not safetensors ({exc})") from None
+        raise WireError(f"malformed frame: payload is not safetensors ({str(exc)[:200]})") from None
+    for key, tensor in tensors.items():
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise WireError(f"malformed frame: tensor {key!r} has dtype {tensor.dtype}, which may not cross")
     decoder = _Decoder(tensors)
-    value = decoder.decode(tree)
+    try:
+        value = decoder.decode(tree)
+    except (ValueError, RecursionError) as exc:  # e.g. invalid base64 (binascii.Error)
+        raise WireError(f"malformed frame: {type(exc).__name__}: {str(exc)[:200]}") from None
     if set(tensors) - decoder.used:
         raise WireError("malformed frame: unreferenced tensors in the payload")
     return value
@@ -249,6 +277,21 @@ def roundtrip(value: Any) -> Any:
 
 def send(sock: socket.socket, message: Any, max_bytes: int = 2**40) -> None:
     sock.sendall(dumps(message, max_bytes))
+
+
+def send_frame(sock: socket.socket, frame: bytes, timeout: float | None = None) -> None:
+    """Send one frame, giving up with :class:`WireTimeout` if the other side stops reading."""
+    if timeout is not None and timeout <= 0:
+        raise WireTimeout("no time left to send the request")
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(frame)
+    except socket.timeout:
+        raise WireTimeout("the other side stopped reading before the deadline") from None
+    except (BrokenPipeError, ConnectionResetError):
+        raise WireClosed("the other side closed the channel") from None
+    finally:
+        sock.settimeout(None)
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
