@@ -1,0 +1,123 @@
+"""Generate the demo class under examples/demo_class/<slug>/<student>/ from solutions and stubs.
+
+Students (the same six for every assignment):
+
+* ``ada``  — correct: the solution.
+* ``ben``  — partial: the tasks of part 1 solved, the rest left as stubs.
+* ``cleo`` — the pristine stub (never started).
+* ``dev``  — buggy: the solution with one deliberate, plausible bug (examples/bugs.yml).
+* ``eve``  — crashes: the solution, but the module calls ``os._exit`` when imported.
+* ``mal``  — hostile: the stub plus code that tries to forge a grade (patch torch's comparisons,
+  read the graders, write a fake results.json, open a socket). Its honest score is 0.
+
+Run ``python examples/make_demo_class.py`` after changing a solution; a test checks that the
+committed demo class is what this script produces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from course import stubs  # noqa: E402
+
+STUDENTS = ("ada", "ben", "cleo", "dev", "eve", "mal")
+
+CRASH = """
+
+# --- eve's leftover debugging line ---
+import os as _os
+_os._exit(0)
+"""
+
+HOSTILE = '''
+
+# --- mal's attempt to forge a grade (the sandbox makes every line of it useless) ---
+import builtins as _b, os as _os, socket as _s
+import torch as _t
+
+_t.allclose = lambda *a, **k: True                      # patch the comparisons...
+_t.equal = lambda *a, **k: True
+_t.testing.assert_close = lambda *a, **k: None
+for _p in ("../../graders", "/work/main/graders", "/etc/shadow", "../../gradebook.sqlite"):
+    try:                                                  # ...read the hidden tests and the gradebook...
+        _b.open(_p).read()
+    except Exception:
+        pass
+try:                                                      # ...write a fake result...
+    _b.open("results.json", "w").write('{"score": 100}')
+except Exception:
+    pass
+try:                                                      # ...and phone home.
+    _s.create_connection(("127.0.0.1", 8786), timeout=1)
+except Exception:
+    pass
+'''
+
+
+def _main_module(slug: str) -> Path:
+    """The solution module a bug or crash goes into: the first one in the folder."""
+    return sorted((ROOT / "solutions" / slug).glob("*.py"))[0]
+
+
+def student_files(slug: str, student: str, bugs: dict) -> dict[str, str]:
+    """File name -> text of one student's submission."""
+    sol_dir = ROOT / "solutions" / slug
+    out: dict[str, str] = {}
+    for path in sorted(sol_dir.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if student in ("ada", "dev", "eve"):
+            out[path.name] = stubs.strip(text, str(path), keep=lambda task: True)
+        elif student == "ben":
+            out[path.name] = stubs.strip(text, str(path), keep=lambda task: task.split(".")[0] == "1")
+        else:  # cleo, mal
+            out[path.name] = stubs.strip(text, str(path))
+    for extra in sorted((ROOT / "assignments" / slug).iterdir()):
+        if extra.is_file() and extra.suffix not in (".py", ".md") and extra.name not in out:
+            out[extra.name] = extra.read_text(encoding="utf-8")  # e.g. a notebook handed out to students
+    main = _main_module(slug).name
+    if student == "dev":
+        bug = bugs[slug]
+        target = bug.get("file", main)
+        if bug["old"] not in out[target]:
+            raise SystemExit(f"examples/bugs.yml: {slug}: {bug['old']!r} is not in {target} any more")
+        out[target] = out[target].replace(bug["old"], bug["new"], 1)
+    elif student == "eve":
+        out[main] += CRASH
+    elif student == "mal":
+        out[main] += HOSTILE
+    return out
+
+
+def generate(out: Path, slugs: list[str]) -> None:
+    bugs = yaml.safe_load((ROOT / "examples" / "bugs.yml").read_text(encoding="utf-8"))
+    for slug in slugs:
+        for student in STUDENTS:
+            folder = out / slug / student
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            for name, text in student_files(slug, student, bugs).items():
+                (folder / name).write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "examples" / "demo_class")
+    parser.add_argument("--assignments", default=None, help="comma-separated slugs (default: all in bugs.yml)")
+    args = parser.parse_args()
+    bugs = yaml.safe_load((ROOT / "examples" / "bugs.yml").read_text(encoding="utf-8"))
+    slugs = args.assignments.split(",") if args.assignments else list(bugs)
+    generate(args.out, slugs)
+    print(f"wrote {len(slugs)} assignment(s) x {len(STUDENTS)} students under {args.out}")
+
+
+if __name__ == "__main__":
+    main()
