@@ -148,6 +148,12 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
 
 
+def _code_block(text: str, max_lines: int) -> list[str]:
+    """An indented Markdown code block whose fence no run of backticks in ``text`` can close."""
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return [f"  {fence}", *("  " + ln for ln in text.splitlines()[:max_lines]), f"  {fence}"]
+
+
 def _lateness(g: Graded, course: Course | None) -> str:
     if g.late_by <= 0:
         return "on time"
@@ -192,7 +198,7 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     for r in failures:
         where = f" at `{r.location}`" if r.location else ""
         lines.append(f"- `{r.name}` (task {r.task}, {r.outcome}){where}:")
-        lines += ["", "  ```", *("  " + ln for ln in (r.message or r.outcome).splitlines()[:30]), "  ```", ""]
+        lines += ["", *_code_block(r.message or r.outcome, 30), ""]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only.", "",
@@ -366,9 +372,8 @@ def ci_summary(g: Graded) -> str:
     if failures:
         lines += ["", "### Public tests that did not pass", ""]
         for r in failures:
-            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", r.message or "")), default=0))
             lines += [f"- `{r.name}` ({r.outcome})" + (f" at `{r.location}`" if r.location else ""), "",
-                      f"  {fence}", *("  " + ln for ln in (r.message or "").splitlines()[:20]), f"  {fence}"]
+                      *_code_block(r.message or "", 20)]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]

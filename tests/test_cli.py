@@ -19,7 +19,8 @@ from course.gradebook import Gradebook
 
 from conftest import EXPECTED_POINTS, make_class
 
-COMMANDS = ["check", "release", "collect", "grade", "status", "feedback", "export", "validate"]
+COMMANDS = ["check", "release", "collect", "grade", "status", "feedback", "export", "validate", "ci", "init-ci",
+            "gradescope"]
 
 
 def invoke(course_dir: Path, *args: str):
