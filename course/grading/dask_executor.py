@@ -3,7 +3,7 @@
 One Dask task grades one submission. On the worker, the judge runs exactly as it does locally:
 in a child forked from the worker process (pytest cannot run in a Dask worker thread), with its
 own sandbox fork server, through a process-local :class:`~course.grading.runner.LocalExecutor`
-held by a :class:`GraderPlugin` (so the fork server starts once per worker and run).
+held by the :class:`JudgePool` worker plugin (so the fork server starts once per worker).
 
 What travels, and where it goes::
 
@@ -193,28 +193,60 @@ def _sandbox_visible_roots() -> list[str]:
 
 # ------------------------------------------------------------------ the worker side
 
-class GraderPlugin(WorkerPlugin):
-    """Installed on every worker for one run: the grader bundles and a process-local judge pool.
+JUDGES_PLUGIN = "course-judges"
 
-    ``setup`` checks and unpacks the bundles (once per worker and run, also on workers that join
-    later); the first task starts a :class:`LocalExecutor` with one job slot, whose sandbox fork
-    server then serves every later task of the run on this worker; ``teardown`` (when the run ends)
-    stops it and deletes the bundles.
+
+class JudgePool(WorkerPlugin):
+    """On every worker, for its whole life: the sandboxed judges, one :class:`LocalExecutor` per setting.
+
+    Registered once per cluster (``idempotent``), so its sandbox fork server starts with the
+    worker's first submission and then serves every later run; ``teardown`` (the worker closing)
+    stops it. One judge at a time per worker process: start workers with ``--nthreads 1``.
+    """
+
+    idempotent = True
+    name = JUDGES_PLUGIN
+
+    def setup(self, worker: Any) -> None:
+        self.lock = threading.Lock()
+        self.executors: dict[tuple, Any] = {}
+        # The judges' and fork servers' scratch folders live (and die) with the worker's own folder,
+        # which Dask deletes when the worker closes, or on the next start if the worker was killed.
+        tempfile.tempdir = str(worker.local_directory)
+
+    def teardown(self, worker: Any) -> None:
+        executors, self.executors = getattr(self, "executors", {}), {}
+        for executor in executors.values():
+            executor.close()
+
+    def run(self, job: Job, settings: dict[str, Any],
+            on_start: Callable[[Job], None] | None) -> tuple[JobResult, str]:
+        """Judge one job with the executor of these settings; returns its result and isolation note."""
+        from course.grading.runner import LocalExecutor
+        key = tuple(sorted(settings.items()))
+        with self.lock:
+            executor = self.executors.get(key)
+            if executor is None:
+                executor = self.executors[key] = LocalExecutor(1, **settings)
+            return executor.run([job], on_start=on_start)[0], executor.isolation_note
+
+
+class GraderPlugin(WorkerPlugin):
+    """Installed on every worker for one run (also on workers that join later): the grader bundles.
+
+    ``setup`` checks each bundle's sha256 and unpacks it into the worker's own folder, which no
+    sandbox can see; ``teardown`` (when the run ends) deletes them.
     """
 
     def __init__(self, name: str, bundles: dict[str, bytes], *, backend: str, device: str,
                  require_isolation: bool, isolation: str = "auto"):
         self.name = name
         self.bundles = bundles              # sha256 -> tar bytes
-        self.backend = backend
-        self.device = device
-        self.require_isolation = require_isolation
-        self.isolation = isolation
+        self.settings = {"backend": backend, "device": device, "require_isolation": require_isolation,
+                         "isolation": isolation}
         self.course_version = course.__version__
 
     def setup(self, worker: Any) -> None:
-        self.lock = threading.Lock()
-        self.executor: Any = None
         self.address = str(getattr(worker, "address", "") or "")
         self.folder = Path(worker.local_directory) / self.name
         under = _inside(self.folder, _sandbox_visible_roots())
@@ -228,42 +260,34 @@ class GraderPlugin(WorkerPlugin):
         self.bundles = {}  # unpacked; the bytes are not needed any more
 
     def teardown(self, worker: Any) -> None:
-        executor, self.executor = getattr(self, "executor", None), None
-        if executor is not None:
-            executor.close()
         folder = getattr(self, "folder", None)
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def judge(self, task: dict[str, Any], submission: bytes,
+    def judge(self, judges: JudgePool, task: dict[str, Any], submission: bytes,
               on_start: Callable[[Job], None] | None = None) -> dict[str, Any]:
         """Grade one submission here; returns plain data (the result as JSON bytes, the log, a note)."""
-        from course.grading.runner import LocalExecutor
         if task["course_version"] != self.course_version:
             raise GradingError(f"worker {self.address} runs course {self.course_version}, the coordinator "
                                f"{task['course_version']}: install the same version on every worker")
         root = self.roots.get(task["bundle"])
         if root is None:
             raise GradingError(f"worker {self.address} has no grader bundle {task['bundle'][:16]}")
-        if self.device == "cuda" and not _cuda_available():
+        if self.settings["device"] == "cuda" and not _cuda_available():
             job = Job(task["key"], _worker_spec(root, task), Path("."))
             return {"result": encode_result(JobResult(job, False, message=(
                 f"worker {self.address} offers the resource GPU but CUDA is not available there "
                 "(start GPU workers only on machines with a working CUDA driver)"), started_at=_now())),
                 "log": "", "note": ""}
-        with self.lock:  # one judge at a time per worker process: start workers with --nthreads 1
-            if self.executor is None:
-                self.executor = LocalExecutor(1, backend=self.backend, device=self.device,
-                                              require_isolation=self.require_isolation, isolation=self.isolation)
-            scratch = Path(tempfile.mkdtemp(prefix="sub-", dir=self.folder))
-            try:
-                _untar(submission, scratch)
-                job = Job(task["key"], _worker_spec(root, task), scratch / "submission", tuple(task["only"]))
-                result = self.executor.run([job], on_start=on_start)[0]
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            return {"result": encode_result(result), "log": result.log[-4000:] if not result.ok else "",
-                    "note": self.executor.isolation_note}
+        scratch = Path(tempfile.mkdtemp(prefix="sub-", dir=self.folder))
+        try:
+            _untar(submission, scratch)
+            job = Job(task["key"], _worker_spec(root, task), scratch / "submission", tuple(task["only"]))
+            result, note = judges.run(job, self.settings, on_start)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {"result": encode_result(result), "log": result.log[-4000:] if not result.ok else "",
+                "note": note}
 
 
 def _worker_spec(root: Path, task: dict[str, Any]) -> GraderSpec:
@@ -289,14 +313,14 @@ def grade_task(plugin_name: str, task: dict[str, Any], submission: bytes) -> dic
     """The Dask task: runs on a worker, grades one submission, returns plain data."""
     from distributed import get_worker
     worker = get_worker()
-    plugin = worker.plugins.get(plugin_name)
-    if plugin is None or not hasattr(plugin, "roots"):
+    plugin, judges = worker.plugins.get(plugin_name), worker.plugins.get(JUDGES_PLUGIN)
+    if plugin is None or not hasattr(plugin, "roots") or judges is None:
         raise GradingError(f"worker {worker.address} did not install the grader bundles of run {plugin_name}")
 
     def started(job: Job) -> None:  # the judge has forked: tell the coordinator (its progress bar)
         worker.log_event(f"{plugin_name}-start", {"key": task["key"], "worker": worker.address})
 
-    out = plugin.judge(task, submission, on_start=started)
+    out = plugin.judge(judges, task, submission, on_start=started)
     out["worker"] = worker.address
     return out
 
@@ -326,17 +350,19 @@ class DaskExecutor:
             from distributed import Client, LocalCluster
         except ImportError:
             raise GradingError("--executor dask needs Dask: pip install 'course[cluster]'") from None
-        self.backend, self.device = backend, device
-        self.require_isolation, self.isolation = require_isolation, isolation
-        self.isolation_note = ""
+        self.settings = {"backend": backend, "device": device, "require_isolation": require_isolation,
+                         "isolation": isolation}
+        self.device = device
         self.worker_wait = worker_wait
-        self.cluster: Any = None
+        self.isolation_note = ""
         self.run_id = secrets.token_hex(4)
         self.plugin_name = f"course-grade-{self.run_id}"
-        self.placements: dict[str, list[str]] = {}   # job key -> workers it started on, in order
-        self.counts: dict[str, WorkerCounts] = {}
-        self._notes: dict[str, str] = {}
+        self.placements: dict[str, list[str]] = {}   # job key -> the workers it started on, in order
+        self.counts: dict[str, WorkerCounts] = {}    # worker address -> what it graded
+        self._notes: dict[str, str] = {}              # worker address -> its sandbox's isolation note
         self._plugin_registered = False
+        self.cluster: Any = None
+        self.client: Any = None
         try:
             if scheduler is None:
                 self.cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
@@ -345,7 +371,7 @@ class DaskExecutor:
             self.scheduler = scheduler
             self.client = Client(scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
-            self._close_cluster()
+            self.close()
             raise GradingError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
 
     @property
@@ -357,6 +383,7 @@ class DaskExecutor:
 
     @property
     def resources(self) -> dict[str, float] | None:
+        """What each task needs from its worker: a GPU when grading with ``device="cuda"``."""
         return {"GPU": 1} if self.device == "cuda" else None
 
     def summary(self) -> dict[str, Any]:
@@ -369,6 +396,35 @@ class DaskExecutor:
         }
 
     # -------------------------------------------------------------- running
+
+    def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None,
+            on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        """Grade every job on the cluster; ``on_start`` and ``on_done`` are called in this thread.
+
+        ``on_start`` when a worker's judge starts a job (again if a lost worker's job restarts
+        elsewhere), ``on_done`` once per job, with the result that the caller then records.
+        """
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        self._wait_for_workers()
+        shas = self._register(jobs)
+        run = _Run(self, on_start, on_done)
+        self.client.subscribe_topic(f"{self.plugin_name}-start", run.started_event)
+        try:
+            for job in jobs:
+                self._submit(run, job, shas[job.spec.slug])
+            run.wait()
+        finally:
+            try:
+                self.client.unsubscribe_topic(f"{self.plugin_name}-start")
+            except Exception:
+                pass
+            left = [f for f in run.futures if not f.done()]
+            if left:  # interrupted: nothing more is recorded, the next run grades these
+                self.client.cancel(left)
+        self.isolation_note = _merge_notes(self._notes)
+        return run.done
 
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.worker_wait
@@ -391,9 +447,9 @@ class DaskExecutor:
         for job in jobs:
             if job.spec.slug not in bundles:
                 bundles[job.spec.slug] = pack_bundle(job.spec)
-        plugin = GraderPlugin(self.plugin_name, {b.sha256: b.data for b in bundles.values()}, backend=self.backend,
-                              device=self.device, require_isolation=self.require_isolation, isolation=self.isolation)
+        plugin = GraderPlugin(self.plugin_name, {b.sha256: b.data for b in bundles.values()}, **self.settings)
         try:
+            self.client.register_plugin(JudgePool(), name=JUDGES_PLUGIN)  # once per cluster
             self.client.register_plugin(plugin, name=self.plugin_name)
         except GradingError:
             raise
@@ -402,102 +458,22 @@ class DaskExecutor:
         self._plugin_registered = True
         return {slug: b.sha256 for slug, b in bundles.items()}
 
-    def run(self, jobs: Iterable[Job], on_start: Callable[[Job], None] | None = None,
-            on_done: Callable[[JobResult], None] | None = None) -> list[JobResult]:
-        """Grade every job on the cluster; ``on_start``/``on_done`` are called in this thread.
-
-        ``on_start`` is called when a worker starts a job (again if a lost worker's job restarts
-        elsewhere), ``on_done`` once per job, with the result the coordinator then records.
-        """
-        from distributed import as_completed
-        jobs = list(jobs)
-        if not jobs:
-            return []
-        self._wait_for_workers()
-        shas = self._register(jobs)
-        starts: queue.Queue = queue.Queue()
-        topic = f"{self.plugin_name}-start"
-        self.client.subscribe_topic(topic, lambda event: starts.put(event[1]))
-        done: list[JobResult] = []
-        by_key: dict[str, Job] = {}
-        futures = []
-
-        def finish(result: JobResult, worker: str | None) -> None:
-            if worker is not None:
-                c = self.counts.setdefault(worker, WorkerCounts())
-                c.graded += result.ok
-                c.errors += not result.ok
-                c.seconds = round(c.seconds + result.duration, 3)
-            done.append(result)
-            if on_done:
-                on_done(result)
-
+    def _submit(self, run: "_Run", job: Job, bundle: str) -> None:
+        run.jobs[job.key] = job
         try:
-            for job in jobs:
-                by_key[job.key] = job
-                try:
-                    payload = pack_submission(job.submission)
-                except GradingError as exc:
-                    finish(JobResult(job, False, message=str(exc), started_at=_now()), None)
-                    continue
-                task = {"key": job.key, "slug": job.spec.slug, "bundle": shas[job.spec.slug],
-                        "version": job.spec.version, "limits": asdict(job.spec.limits), "only": list(job.only),
-                        "course_version": course.__version__}
-                key = f"course-{job.key.replace('/', '.')}-{self.run_id}"
-                fut = self.client.submit(grade_task, self.plugin_name, task, payload, key=key, pure=False,
-                                         resources=self.resources)
-                fut.course_job = job  # type: ignore[attr-defined]
-                futures.append(fut)
-            started: set[str] = set()
-            finished: set[str] = set()
+            payload = pack_submission(job.submission)
+        except GradingError as exc:
+            run.finish(job, JobResult(job, False, message=str(exc), started_at=_now()), None)
+            return
+        task = {"key": job.key, "slug": job.spec.slug, "bundle": bundle, "version": job.spec.version,
+                "limits": asdict(job.spec.limits), "only": list(job.only), "course_version": course.__version__}
+        key = f"course-{job.key.replace('/', '.')}-{self.run_id}"
+        run.tasks[key] = job
+        run.futures.append(self.client.submit(grade_task, self.plugin_name, task, payload, key=key, pure=False,
+                                              resources=self.resources))
 
-            def drain_starts(block: float = 0.0) -> None:
-                try:
-                    msg = starts.get(timeout=block) if block else starts.get_nowait()
-                except queue.Empty:
-                    return
-                while True:
-                    key, worker = msg["key"], msg["worker"]
-                    if key in by_key and key not in finished:
-                        self.placements.setdefault(key, []).append(worker)
-                        started.add(key)
-                        if on_start:
-                            on_start(by_key[key])
-                    try:
-                        msg = starts.get_nowait()
-                    except queue.Empty:
-                        return
-
-            pending = as_completed(futures, loop=self.client.loop)
-            while not pending.is_empty():
-                drain_starts()
-                batch = pending.next_batch(block=False) if pending.has_ready() else []
-                if not batch:
-                    drain_starts(block=0.1)
-                    continue
-                for fut in batch:
-                    job = fut.course_job
-                    result, worker = self._result_of(fut, job)
-                    if job.key not in started:  # its start event is still in flight: keep the order
-                        started.add(job.key)
-                        self.placements.setdefault(job.key, []).append(worker or "?")
-                        if on_start:
-                            on_start(job)
-                    finished.add(job.key)
-                    fut.release()
-                    finish(result, worker)
-        finally:
-            try:
-                self.client.unsubscribe_topic(topic)
-            except Exception:
-                pass
-            left = [f for f in futures if not f.done()]
-            if left:
-                self.client.cancel(left)
-        self.isolation_note = "; ".join(f"{w}: {n}" if len(self._notes) > 1 else n for w, n in sorted(self._notes.items()))
-        return done
-
-    def _result_of(self, fut: Any, job: Job) -> tuple[JobResult, str | None]:
+    def result_of(self, fut: Any, job: Job) -> tuple[JobResult, str | None]:
+        """A finished task's result and worker; a failed or lost task is an infrastructure error."""
         if fut.status == "finished":
             try:
                 data = fut.result()
@@ -518,23 +494,91 @@ class DaskExecutor:
                          started_at=_now()), None
 
     def close(self) -> None:
-        client = getattr(self, "client", None)
-        if client is not None:
+        if self.client is not None:
             if self._plugin_registered:
                 try:
-                    client.unregister_worker_plugin(self.plugin_name)
+                    self.client.unregister_worker_plugin(self.plugin_name)
                 except Exception:
                     pass
             try:
-                client.close()
+                self.client.close()
             except Exception:
                 pass
-        self._close_cluster()
-
-    def _close_cluster(self) -> None:
+            self.client = None
         if self.cluster is not None:
             try:
                 self.cluster.close()
             except Exception:
                 pass
             self.cluster = None
+
+
+class _Run:
+    """One ``run()``'s bookkeeping: futures, start events (from the workers) and finished jobs."""
+
+    def __init__(self, ex: DaskExecutor, on_start: Callable[[Job], None] | None,
+                 on_done: Callable[[JobResult], None] | None):
+        self.ex, self.on_start, self.on_done = ex, on_start, on_done
+        self.jobs: dict[str, Job] = {}      # job key -> job
+        self.tasks: dict[str, Job] = {}     # Dask task key -> job
+        self.futures: list[Any] = []
+        self.done: list[JobResult] = []
+        self.finished: set[str] = set()
+        self.events: queue.Queue = queue.Queue()
+
+    def started_event(self, event: tuple[float, dict[str, str]]) -> None:
+        """Called in the client's event loop thread: only queue it for the coordinating thread."""
+        self.events.put(event[1])
+
+    def started(self, job: Job, worker: str) -> None:
+        self.ex.placements.setdefault(job.key, []).append(worker)
+        if self.on_start:
+            self.on_start(job)
+
+    def drain(self, timeout: float = 0.0) -> None:
+        while True:
+            try:
+                msg = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
+            except queue.Empty:
+                return
+            timeout = 0.0
+            job = self.jobs.get(msg["key"])
+            if job is not None and job.key not in self.finished:
+                self.started(job, msg["worker"])
+
+    def finish(self, job: Job, result: JobResult, worker: str | None) -> None:
+        if job.key not in self.ex.placements:  # its start event is still in flight: keep the order
+            self.started(job, worker or "?")
+        self.finished.add(job.key)
+        if worker is not None:
+            c = self.ex.counts.setdefault(worker, WorkerCounts())
+            c.graded += result.ok
+            c.errors += not result.ok
+            c.seconds = round(c.seconds + result.duration, 3)
+        self.done.append(result)
+        if self.on_done:
+            self.on_done(result)
+
+    def wait(self) -> None:
+        from distributed import as_completed
+        pending = as_completed(self.futures, loop=self.ex.client.loop)
+        while not pending.is_empty():
+            self.drain()
+            batch = pending.next_batch(block=False) if pending.has_ready() else []
+            if not batch:
+                self.drain(timeout=0.1)
+                continue
+            for fut in batch:
+                job = self.tasks[fut.key]
+                result, worker = self.ex.result_of(fut, job)
+                fut.release()
+                self.finish(job, result, worker)
+
+
+def _merge_notes(notes: dict[str, str]) -> str:
+    """One line per distinct isolation note, with how many workers gave it."""
+    count: dict[str, int] = {}
+    for note in notes.values():
+        if note:
+            count[note] = count.get(note, 0) + 1
+    return "; ".join(f"{note} (on {n} worker{'s' * (n > 1)})" for note, n in sorted(count.items()))

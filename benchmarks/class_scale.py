@@ -1,0 +1,238 @@
+"""Class-size benchmark: one synthetic class graded by `--jobs 1`, `--jobs 2` and a Dask cluster.
+
+Builds a throw-away course holding the toy assignment ``vecops`` (tests/files/toycourse) plus every
+CPU assignment of this repository that is complete (solutions/, graders/ and public tests of
+``attention``, ``positional_encoding``, ``lora``), generates N students per assignment cycling
+through correct, partial (part 1 only), buggy (one plausible bug, examples/bugs.yml) and crashing
+(``os._exit`` at import) submissions, collects them once, and grades a fresh copy per mode:
+
+* ``local --jobs 1`` and ``local --jobs 2``: the local executor (fork server started in the run);
+* ``dask cold``: a new ``LocalCluster`` (or ``--scheduler``'s cluster), its workers' judges and
+  fork servers started by the run;
+* ``dask warm``: the same cluster again (fork servers already up, bundles sent again).
+
+Prints submissions/minute, the speed-up over ``--jobs 1``, the judge's seconds per submission
+(``GradeRow.seconds``, per assignment too) and worker-seconds per submission (wall x workers / N),
+and checks that every mode gave every submission the same points. Asserts nothing.
+
+    python benchmarks/class_scale.py                               # vecops + complete CPU assignments, 8 each
+    python benchmarks/class_scale.py --students 40 --assignments vecops
+    python benchmarks/class_scale.py --modes dask --scheduler tcp://head:8786   # a real cluster
+
+Against a real cluster, start the scheduler and workers first (docs/cluster.md), run this on a
+machine that can reach the scheduler, and compare ``dask warm`` with ``local --jobs 1``: on a
+multi-node cluster submissions/minute grow with the number of worker processes until the
+coordinator's per-submission overhead (packing, recording; milliseconds) becomes the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "tests" / "files" / "toycourse"
+CPU_ASSIGNMENTS = ("attention", "positional_encoding", "lora")
+KINDS = ("correct", "partial", "buggy", "crashing")
+SUBMITTED_AT = "2026-10-01T12:00:00+00:00"
+CRASH = "\n\nimport os as _os\n_os._exit(1)  # crashes at import\n"
+TOY_BUG = {"old": "return (a * b).sum()", "new": "return (a * b).sum() + 0.5"}
+
+
+# ------------------------------------------------------------------ the synthetic course and class
+
+def complete(base: Path, slug: str) -> bool:
+    return (any((base / "solutions" / slug).glob("*.py")) and any((base / "graders" / slug).glob("test_*.py"))
+            and any((base / "assignments" / slug / "tests").glob("test_*.py")))
+
+
+def build_course(dest: Path, slugs: list[str]) -> Path:
+    """A course folder with these assignments (vecops from the toy course, the rest from the repo)."""
+    repo_cfg = yaml.safe_load((ROOT / "course.yml").read_text(encoding="utf-8"))
+    toy_cfg = yaml.safe_load((TOY / "course.yml").read_text(encoding="utf-8"))
+    entries = {a["slug"]: a for a in repo_cfg["assignments"]}
+    entries.update({a["slug"]: a for a in toy_cfg["assignments"]})
+    cfg = {"name": "class-scale benchmark", "limits": repo_cfg.get("limits", {}),
+           "assignments": [entries[s] for s in slugs]}
+    for slug in slugs:
+        base = TOY if slug == "vecops" else ROOT
+        for part in ("solutions", "assignments", "graders"):
+            shutil.copytree(base / part / slug, dest / part / slug, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "course.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def submission_files(course_dir: Path, slug: str, kind: str, bugs: dict) -> dict[str, str]:
+    """File name -> text of one synthetic submission of ``kind``."""
+    from course import stubs
+    keep = {"correct": lambda t: True, "buggy": lambda t: True, "crashing": lambda t: True,
+            "partial": lambda t: t.split(".")[0] == "1"}[kind]
+    files = {p.name: stubs.strip(p.read_text(encoding="utf-8"), str(p), keep=keep)
+             for p in sorted((course_dir / "solutions" / slug).glob("*.py"))}
+    main = sorted(files)[0]
+    if kind == "crashing":
+        files[main] += CRASH
+    elif kind == "buggy":
+        bug = TOY_BUG if slug == "vecops" else bugs.get(slug)
+        target = (bug or {}).get("file", main)
+        if bug and bug["old"] in files.get(target, ""):
+            files[target] = files[target].replace(bug["old"], bug["new"], 1)
+        else:  # no known bug for this assignment: the last task left undone
+            last = max(stubs.tasks((course_dir / "solutions" / slug / main).read_text(encoding="utf-8")),
+                       key=lambda t: tuple(int(x) for x in t.split(".")))
+            files = {p.name: stubs.strip(p.read_text(encoding="utf-8"), str(p), keep=lambda t: t != last)
+                     for p in sorted((course_dir / "solutions" / slug).glob("*.py"))}
+    return files
+
+
+def make_class(course_dir: Path, slugs: list[str], students: int) -> dict[str, str]:
+    """Write and collect ``students`` submissions per assignment; returns student -> kind."""
+    from course import api
+    bugs_file = ROOT / "examples" / "bugs.yml"
+    bugs = yaml.safe_load(bugs_file.read_text(encoding="utf-8")) if bugs_file.is_file() else {}
+    course = api.load_course(course_dir / "course.yml")
+    kinds = {}
+    for slug in slugs:
+        folder = course_dir.parent / "class" / slug
+        for i in range(students):
+            kind = KINDS[i % len(KINDS)]
+            student = f"s{i:03d}-{kind}"
+            kinds[student] = kind
+            (folder / student).mkdir(parents=True)
+            for name, text in submission_files(course_dir, slug, kind, bugs).items():
+                (folder / student / name).write_text(text, encoding="utf-8")
+        report = api.collect(course, folder, slug, submitted_at=SUBMITTED_AT)
+        if report.errors:
+            raise SystemExit(f"could not collect {slug}: {[e.message for e in report.errors]}")
+    return kinds
+
+
+# ------------------------------------------------------------------ grading and figures
+
+@dataclass
+class Run:
+    mode: str
+    workers: int
+    wall: float
+    rows: list = field(default_factory=list)
+    cluster: dict | None = None
+
+    @property
+    def graded(self) -> list:
+        return [r for r in self.rows if r.status == "graded"]
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * len(self.rows) / self.wall if self.wall else 0.0
+
+
+def grade(base: Path, name: str, mode: str, workers: int, **kwargs) -> Run:
+    from course import api
+    copy = base.parent / name
+    shutil.copytree(base, copy)
+    made = []
+    real_make = api.make_executor
+
+    def make_executor(*args, **kw):  # keep the executor, to read its per-worker summary afterwards
+        made.append(real_make(*args, **kw))
+        return made[-1]
+
+    api.make_executor = make_executor
+    try:
+        t0 = time.monotonic()
+        rep = api.grade(api.load_course(copy / "course.yml"), **kwargs)
+        wall = time.monotonic() - t0
+    finally:
+        api.make_executor = real_make
+    summary = made[0].summary() if made and hasattr(made[0], "summary") else None
+    print(f"  {mode:<18} {wall:7.1f} s  ({len(rep.rows)} submissions, {len(rep.errors)} errors)", flush=True)
+    return Run(mode, workers, wall, rep.rows, summary)
+
+
+def table(runs: list[Run], kinds: dict[str, str]) -> str:
+    base = next((r for r in runs if r.mode == "local --jobs 1"), runs[0])
+    lines = [f"{'mode':<18} {'workers':>7} {'subs':>5} {'wall s':>8} {'subs/min':>9} {'speed-up':>9} "
+             f"{'judge s/sub':>12} {'worker-s/sub':>13}"]
+    for r in runs:
+        judge = sum(x.seconds for x in r.rows) / max(1, len(r.rows))
+        lines.append(f"{r.mode:<18} {r.workers:>7} {len(r.rows):>5} {r.wall:>8.1f} {r.per_minute:>9.1f} "
+                     f"{r.per_minute / base.per_minute if base.per_minute else 0:>8.2f}x {judge:>12.1f} "
+                     f"{r.wall * r.workers / max(1, len(r.rows)):>13.1f}")
+    lines.append("")
+    lines.append(f"judge seconds per submission, by assignment and kind ({base.mode}):")
+    cells: dict[tuple[str, str], list[float]] = {}
+    for x in base.rows:
+        cells.setdefault((x.slug, kinds.get(x.student, "?")), []).append(x.seconds)
+    for slug in sorted({s for s, _ in cells}):
+        parts = [f"{k} {sum(v) / len(v):5.1f}" for k in KINDS if (v := cells.get((slug, k)))]
+        lines.append(f"  {slug:<20} " + "   ".join(parts))
+    for r in runs:
+        if r.cluster and r.cluster.get("workers"):
+            counts = ", ".join(f"{w}: {c['graded']}+{c['errors']} err" for w, c in r.cluster["workers"].items())
+            lines.append(f"per worker ({r.mode}): {counts}")
+    points = [{(x.student, x.slug): (x.status, round(x.points, 4)) for x in r.rows} for r in runs]
+    agree = all(p == points[0] for p in points[1:])
+    lines.append(f"every mode gave every submission the same points: {'yes' if agree else 'NO'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=8, help="submissions per assignment (default 8)")
+    parser.add_argument("--assignments", default=None,
+                        help="comma-separated slugs (default: vecops and every complete CPU assignment)")
+    parser.add_argument("--modes", default="jobs1,jobs2,dask", help="comma-separated: jobs1, jobs2, dask")
+    parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    parser.add_argument("--scheduler", default=None, help="use this Dask scheduler instead of a LocalCluster")
+    parser.add_argument("--keep", type=Path, default=None, help="build everything here and keep it")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    slugs = args.assignments.split(",") if args.assignments else \
+        ["vecops", *[s for s in CPU_ASSIGNMENTS if complete(ROOT, s)]]
+    modes = args.modes.split(",")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="class-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"course {', '.join(slugs)}; {args.students} students each; {os.cpu_count()} CPUs; in {work}", flush=True)
+        base = build_course(work / "base", slugs)
+        kinds = make_class(base, slugs, args.students)
+        runs = []
+        if "jobs1" in modes:
+            runs.append(grade(base, "jobs1", "local --jobs 1", 1, jobs=1))
+        if "jobs2" in modes:
+            runs.append(grade(base, "jobs2", "local --jobs 2", 2, jobs=2))
+        if "dask" in modes:
+            runs += dask_runs(base, args.scheduler, args.workers)
+        print()
+        print(table(runs, kinds))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def dask_runs(base: Path, scheduler: str | None, workers: int) -> list[Run]:
+    from distributed import Client, LocalCluster
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        scheduler = cluster.scheduler_address
+    try:
+        with Client(scheduler) as client:
+            n = len(client.scheduler_info(n_workers=-1)["workers"])
+        return [grade(base, "dask-cold", "dask cold", n, executor="dask", scheduler=scheduler),
+                grade(base, "dask-warm", "dask warm", n, executor="dask", scheduler=scheduler)]
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+if __name__ == "__main__":
+    main()
