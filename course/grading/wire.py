@@ -76,7 +76,7 @@ class _Encoder:
         if value is None or type(value) is bool or type(value) is str:
             return value
         if type(value) is int:
-            if abs(value) >= 2**63:
+            if not -(2**63) <= value < 2**63:
                 raise WireError(f"{path}: integer {value} does not fit in 64 bits")
             return value
         if type(value) is float:
@@ -169,7 +169,7 @@ def _parse_int(text: str) -> int:
     if len(text) > 20:  # more digits than any 64-bit integer (and no 4300-digit ValueError)
         raise WireError(f"the reply contains an integer of {len(text)} digits")
     value = int(text)
-    if abs(value) >= 2**63:
+    if not -(2**63) <= value < 2**63:
         raise WireError(f"the reply contains the integer {value}, which does not fit in 64 bits")
     return value
 
