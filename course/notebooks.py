@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -106,7 +107,6 @@ def generate_student_version(source: Path, dest: Path, assignment: str = "assign
     """
     from traitlets.config import Config
     from nbgrader.converters import GenerateAssignment
-    from nbgrader.coursedir import CourseDirectory
     source, dest = Path(source), Path(dest)
     with tempfile.TemporaryDirectory(prefix="course-nbgrader-") as tmp, _nbgrader_environment():
         (Path(tmp) / "source" / assignment).mkdir(parents=True)
@@ -117,11 +117,7 @@ def generate_student_version(source: Path, dest: Path, assignment: str = "assign
         config.GenerateAssignment.no_database = True
         config.SaveCells.enabled = False  # what nbgrader's --no-db flag sets
         config.GenerateAssignment.force = True
-        converter = GenerateAssignment(coursedir=CourseDirectory(config=config), config=config)
-        try:
-            converter.start()
-        except BaseException as exc:  # nbgrader exits via NbGraderException / SystemExit
-            raise NotebookError(f"{source}: nbgrader generate_assignment failed: {exc}") from None
+        _run_converter(GenerateAssignment, config, f"generate_assignment of {source}")
         produced = Path(tmp) / "release" / assignment / source.name
         if not produced.is_file():
             raise NotebookError(f"{source}: nbgrader generate_assignment wrote no notebook")
@@ -269,11 +265,18 @@ def execute_notebook(path: Path | str, names: list[str], *, timeout: float = 60.
     with tempfile.TemporaryDirectory(prefix="course-kernel-") as tmp:
         root = Path(tmp)
         ksm = KernelSpecManager(kernel_dirs=[str(_kernel_spec_dir(root))], ensure_native_kernel=False)
-        km = AsyncKernelManager(kernel_name="course-python", kernel_spec_manager=ksm, transport="ipc",
-                                ip=str(root / "ipc"), connection_file=str(root / "connection.json"))
-        client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=startup_timeout, allow_errors=True,
-                                kernel_name="course-python", shutdown_kernel="immediate",
-                                resources={"metadata": {"path": workdir}})
+
+        class SandboxKernelManager(AsyncKernelManager):
+            """Our kernel spec, over ipc sockets in the private folder. nbclient creates it, so nbclient
+            also shuts the kernel down and closes its sockets when the notebook is done."""
+
+            def __init__(self, **kwargs: Any):
+                super().__init__(kernel_spec_manager=ksm, transport="ipc", ip=str(root / "ipc"),
+                                 connection_file=str(root / "connection.json"), **kwargs)
+
+        client = NotebookClient(nb, kernel_manager_class=SandboxKernelManager, kernel_name="course-python",
+                                timeout=timeout, startup_timeout=startup_timeout, allow_errors=True,
+                                shutdown_kernel="immediate", resources={"metadata": {"path": workdir}})
         try:
             client.execute()  # starts the kernel, runs every cell, shuts the kernel down
         except (CellTimeoutError, DeadKernelError, TimeoutError, RuntimeError, OSError) as exc:
@@ -335,8 +338,9 @@ def manual_scores(gradebook: Path | str, assignment: str | None = None) -> list[
     ``gradebook`` is nbgrader's ``gradebook.db`` (a path) or a database URL. A cell counts as
     manually graded when nbgrader says it needs a person: written answers (markdown or code
     answer cells with points), or any grade a TA overrode. Its score is the TA's
-    ``manual_score`` (``None`` while ungraded: "needs manual grading"); overridden autograded
-    cells report the override. Sorted by student, assignment, cell.
+    ``manual_score``; an answer left as distributed scores nbgrader's automatic 0; otherwise
+    ``None`` ("needs manual grading"). Overridden autograded cells report the override.
+    Sorted by student, assignment, cell.
     """
     from nbgrader.api import Gradebook
     path = Path(str(gradebook))
@@ -354,11 +358,15 @@ def manual_scores(gradebook: Path | str, assignment: str | None = None) -> list[
                         written = cell.cell_type == "markdown" or bool(getattr(cell, "solution", False))
                         if not written and grade.manual_score is None:
                             continue  # an autograded cell nobody overrode: not a manual score
+                        if grade.manual_score is not None:
+                            score = float(grade.manual_score)
+                        elif not grade.needs_manual_grade and grade.auto_score is not None:
+                            score = float(grade.auto_score)  # nbgrader's 0 for an answer left blank
+                        else:
+                            score = None
                         out.append(ManualScore(
                             student=submission.student.id, assignment=assignment_row.name,
-                            cell=f"{notebook.name}/{cell.name}",
-                            score=None if grade.manual_score is None else float(grade.manual_score),
-                            max_score=float(grade.max_score)))
+                            cell=f"{notebook.name}/{cell.name}", score=score, max_score=float(grade.max_score)))
     return sorted(out, key=lambda s: (s.student, s.assignment, s.cell))
 
 
@@ -367,7 +375,8 @@ def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict
 
     ``nbgrader_root`` is an nbgrader course folder holding ``source/<assignment>/`` (the source
     notebooks; :func:`generate_student_version` needs no course, but nbgrader's gradebook does).
-    ``submissions`` maps student ids to their submitted notebook files. The assignment is added to
+    ``submissions`` maps student ids to their submitted notebook files (renamed to the source
+    notebook's name when the assignment has a single notebook). The assignment is added to
     ``gradebook.db`` if needed; then nbgrader's autograde runs **without its Execute step**: no
     student code runs here (the course grades the code in the sandbox), nbgrader only overwrites
     read-only cells from the source, records the answers and creates the grades that TAs fill in.
@@ -393,10 +402,13 @@ def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict
         config.GenerateAssignment.force = True
         config.GenerateAssignment.create_assignment = True
         _run_converter(GenerateAssignment, config, f"generate_assignment {assignment}")
+        sources = sorted((root / "source" / assignment).glob("*.ipynb"))
         for student, notebook in sorted(submissions.items()):
             target = root / "submitted" / student / assignment
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(notebook, target / Path(notebook).name)
+            # nbgrader matches submitted notebooks to source notebooks by file name
+            name = sources[0].name if len(sources) == 1 else Path(notebook).name
+            shutil.copyfile(notebook, target / name)
             staged.append(student)
         config = Config()
         config.CourseDirectory.root = str(root)
@@ -411,10 +423,26 @@ def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict
     return staged
 
 
+class _Collect(logging.Handler):
+    """Keeps nbgrader's error messages: its exceptions only say "see the above traceback"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _run_converter(cls: Any, config: Any, what: str) -> None:
     from nbgrader.coursedir import CourseDirectory
     converter = cls(coursedir=CourseDirectory(config=config), config=config)
+    collect = _Collect()
+    converter.log.addHandler(collect)
     try:
         converter.start()
     except BaseException as exc:  # nbgrader reports failures as NbGraderException (or SystemExit)
-        raise NotebookError(f"nbgrader {what} failed: {type(exc).__name__}: {exc}"[:1000]) from None
+        detail = " | ".join(m.strip().splitlines()[-1] for m in collect.messages[-3:] if m.strip())
+        raise NotebookError(f"nbgrader {what} failed: {detail or exc}"[:1500]) from None
+    finally:
+        converter.log.removeHandler(collect)

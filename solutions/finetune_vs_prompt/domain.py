@@ -133,8 +133,8 @@ class EncoderClassifier(nn.Module):
 
 
 # Task 3.3
-def finetune_classifier(texts: list[str], labels: list[str], *, method: str = "lora", epochs: int = 6,
-                        lr: float = 2e-3, r: int = 8, batch_size: int = 8, seed: int = 0) -> EncoderClassifier:
+def finetune_classifier(texts: list[str], labels: list[str], *, method: str = "lora", epochs: int = 3,
+                        lr: float = 6e-3, r: int = 8, batch_size: int = 8, seed: int = 0) -> EncoderClassifier:
     """Fine-tune a classifier on ``(texts, labels)`` from the pretrained encoder.
 
     * ``method="head"``: the encoder stays frozen; only the linear head trains.
