@@ -33,8 +33,8 @@ MAX_MESSAGE = 2000
 
 def _builtin_base(exc: BaseException) -> str:
     """The nearest built-in exception class of ``exc`` (so ``pytest.raises(ValueError)`` works)."""
-    for cls in type(exc).__mro__:
-        if cls.__module__ == "builtins" and isinstance(getattr(builtins, cls.__name__, None), type):
+    for cls in type(exc).__mro__:  # identity, not names: a class may call itself builtins.ValueError
+        if isinstance(cls.__name__, str) and getattr(builtins, cls.__name__, None) is cls:
             return cls.__name__
     return "Exception"
 
@@ -49,6 +49,13 @@ def _safe_str(exc: BaseException) -> str:
     return text[:MAX_MESSAGE]
 
 
+def _type_name(cls: type) -> str:
+    module, name = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+    module = module if type(module) is str else "?"
+    name = name if type(name) is str else "?"
+    return f"{module}.{name}"[:200]
+
+
 def describe_exception(exc: BaseException, root: Path) -> dict[str, Any]:
     """An exception as data: type, nearest built-in base, message, and the frames in student files."""
     frames = []
@@ -59,7 +66,8 @@ def describe_exception(exc: BaseException, root: Path) -> dict[str, Any]:
         if filename.startswith(root_text + os.sep):
             frames.append([os.path.relpath(filename, root_text), frame.lineno or 0, frame.name])
     if isinstance(exc, SystemExit):
-        message = f"the submission called sys.exit({exc.code!r})"
+        code = exc.code if exc.code is None or type(exc.code) in (int, str) else type(exc.code).__name__
+        message = f"the submission called sys.exit({code!r})"[:MAX_MESSAGE]
     else:
         message = _safe_str(exc)
     try:
@@ -67,7 +75,7 @@ def describe_exception(exc: BaseException, root: Path) -> dict[str, Any]:
     except BaseException:
         tb_text = ""
     return {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "type": _type_name(type(exc)),
         "base": _builtin_base(exc),
         "message": message,
         "frames": frames[-20:],
@@ -148,9 +156,9 @@ def serve(sock: Any, root: Path, max_request: int = 2**34, max_reply: int = 2**3
             return
         reply = worker.handle(request)
         try:
-            frame = wire.dumps(reply, max_reply)
+            frame = wire.dumps(reply, max_reply, root="reply")
         except wire.WireError as exc:
-            message = str(exc).replace("value['value']", "result", 1)
+            message = str(exc).replace("reply['value']", "result", 1)
             frame = wire.dumps({"ok": False, "error": {
                 "type": "wire", "base": "TypeError", "message": message, "frames": [], "traceback": ""}})
         except BaseException as exc:  # a hostile object whose conversion raises

@@ -24,7 +24,7 @@ def dot(a, b):
 
 
 def normalize(a, eps=1e-12):
-    raise ValueError("always")  # earns only what raising ValueError honestly earns
+    raise ValueError("always")  # a fake ValueError: must not pass pytest.raises(ValueError)
 
 
 class Accumulator:
