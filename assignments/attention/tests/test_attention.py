@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import public_probes
+import attention_probes
 
 
 @pytest.mark.task("1.1")
@@ -91,7 +91,7 @@ def test_multihead_matches_torch(submission):
                "q_proj.bias": b[:d_model], "k_proj.bias": b[d_model:2 * d_model], "v_proj.bias": b[2 * d_model:],
                "out_proj.weight": reference.out_proj.weight.detach(), "out_proj.bias": reference.out_proj.bias.detach()}
     x = torch.randn(2, 5, d_model, generator=gen)
-    out, attn = submission.run(public_probes.run_multihead, d_model, heads, weights, x, causal=True)
+    out, attn = submission.run(attention_probes.run_multihead, d_model, heads, weights, x, causal=True)
     blocked = ~torch.ones(5, 5, dtype=torch.bool).tril()          # torch's bool masks: True = blocked
     with torch.no_grad():
         expected, expected_attn = reference(x, x, x, attn_mask=blocked, average_attn_weights=False)
@@ -102,7 +102,7 @@ def test_multihead_matches_torch(submission):
 @pytest.mark.task("2.3")
 @pytest.mark.points(2)
 def test_multihead_needs_divisible_heads(submission):
-    names = submission.run(public_probes.build_multihead, 8, 2)
+    names = submission.run(attention_probes.build_multihead, 8, 2)
     assert "q_proj.weight" in names and "out_proj.weight" in names, f"parameters found: {names}"
     with pytest.raises(ValueError, match="10"):
-        submission.run(public_probes.build_multihead, 10, 3)
+        submission.run(attention_probes.build_multihead, 10, 3)

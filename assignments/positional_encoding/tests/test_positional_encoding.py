@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-import public_probes
+import positional_encoding_probes
 
 
 def sinusoid(p, column, d_model, base=10000.0):
@@ -35,7 +35,7 @@ def test_sinusoid_small_table(submission):
 @pytest.mark.points(3)
 def test_sinusoidal_module_on_a_batch_of_ones(submission):
     x = torch.ones(2, 5, 6)
-    out, parameters, buffers = submission.run(public_probes.run_sinusoidal, 6, 16, x)
+    out, parameters, buffers = submission.run(positional_encoding_probes.run_sinusoidal, 6, 16, x)
     expected = 1 + torch.tensor([[sinusoid(p, c, 6) for c in range(6)] for p in range(5)])
     torch.testing.assert_close(out, expected.expand(2, 5, 6))
     assert parameters == [], f"the table is a buffer, not a parameter; found parameters {parameters}"
@@ -47,7 +47,7 @@ def test_sinusoidal_module_on_a_batch_of_ones(submission):
 def test_learned_embedding_adds_its_rows(submission):
     weight = torch.arange(8 * 3, dtype=torch.float32).reshape(8, 3)
     x = torch.zeros(2, 4, 3)
-    out = submission.run(public_probes.run_learned, 8, 3, weight, x)
+    out = submission.run(positional_encoding_probes.run_learned, 8, 3, weight, x)
     torch.testing.assert_close(out, weight[:4].expand(2, 4, 3))   # position p adds row p
 
 
