@@ -60,7 +60,10 @@ from course.grading import wire
 from course.grading.failures import BadReply, SubmissionFailure, SubmissionTimeout, WorkerCrashed, submission_error
 
 PRELOAD = ("torch", "numpy", "safetensors.torch", "transformers", "peft")
-UID_BASE = 61000
+UID_BASE = 61000              # slot k of the first grading run on a machine runs as uid 61000 + k
+UID_BLOCK = 256               # each concurrent run claims its own block of uids (its slots' uids)
+UID_BLOCKS = 4096
+UID_LOCKS = "/tmp/.course-sandbox-uids"
 SANDBOX_SUBMISSION = "/submission"
 SANDBOX_SCRATCH = "/scratch"
 SANDBOX_PKG = "/opt/course-pkg"
@@ -137,7 +140,7 @@ class SlotClient:
         self.pool = pool
         self.index = index
         self.sock = sock
-        self.uid = UID_BASE + index
+        self.uid = pool.uid_base + index
         self._next = 0
         self._lock = threading.Lock()
 
@@ -207,12 +210,14 @@ class ZygotePool:
     """The fork server of one grading run, with ``jobs`` slots (one per concurrent submission)."""
 
     def __init__(self, proc: subprocess.Popen, slots: list[socket.socket], isolation: str, reason: str,
-                 run_dir: Path, scratch_host: Path):
+                 run_dir: Path, scratch_host: Path, uid_base: int = UID_BASE, uid_lock: int | None = None):
         self.proc = proc
         self.isolation = isolation
         self.reason = reason
         self.run_dir = run_dir
         self.scratch_host = scratch_host
+        self.uid_base = uid_base
+        self._uid_lock = uid_lock
         self.slots = [SlotClient(self, i, s) for i, s in enumerate(slots)]
 
     @classmethod
@@ -236,6 +241,9 @@ class ZygotePool:
     @classmethod
     def _launch(cls, jobs: int, strong: bool, reason: str, ro_paths: tuple[str, ...], device: str,
                 preload: tuple[str, ...]) -> "ZygotePool":
+        if jobs > UID_BLOCK:
+            raise GradingError(f"--jobs {jobs}: the sandbox runs at most {UID_BLOCK} submissions at once")
+        uid_base, uid_lock = _claim_uid_block() if strong else (UID_BASE, None)
         run_dir = Path(tempfile.mkdtemp(prefix="course-sandbox-"))
         os.chmod(run_dir, 0o700)
         pkg = _stage_package(run_dir / "pkg")
@@ -261,7 +269,7 @@ class ZygotePool:
                                 start_new_session=not strong)
         for s in theirs:
             s.close()
-        pool = cls(proc, list(ours), "strong" if strong else "weak", reason, run_dir, scratch)
+        pool = cls(proc, list(ours), "strong" if strong else "weak", reason, run_dir, scratch, uid_base, uid_lock)
         try:
             pool.slots[0].sock.settimeout(READY_TIMEOUT)
             data = pool.slots[0].sock.recv(65536)
@@ -317,12 +325,42 @@ class ZygotePool:
 
     def _cleanup(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._uid_lock is not None:
+            os.close(self._uid_lock)  # releases the uid block
+            self._uid_lock = None
 
     def __enter__(self) -> "ZygotePool":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _claim_uid_block() -> tuple[int, int | None]:
+    """The first uid block no other grading run on this machine holds, and the lock holding it.
+
+    Slot uids must be private to one run: a slot's uid is swept with SIGKILL between submissions
+    and counted by RLIMIT_NPROC, so two runs sharing uids would kill or starve each other's
+    workers. The lock is an flock on a file per block, released when the run's pool closes or its
+    process dies. If the lock folder is unusable (not root's), a random block is taken unlocked.
+    """
+    import fcntl
+    try:
+        os.makedirs(UID_LOCKS, mode=0o755, exist_ok=True)
+        st = os.lstat(UID_LOCKS)
+        usable = stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
+    except OSError:
+        usable = False
+    if usable:
+        for block in range(UID_BLOCKS):
+            fd = os.open(f"{UID_LOCKS}/{block}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            return UID_BASE + block * UID_BLOCK, fd
+    return UID_BASE + secrets.randbelow(UID_BLOCKS) * UID_BLOCK, None
 
 
 def _drain(stream: Any) -> None:
