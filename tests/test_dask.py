@@ -159,18 +159,31 @@ def test_gpu_jobs_go_only_to_gpu_workers(collected, cluster):
     assert all(not r.ok and "CUDA is not available" in r.message for r in results)
 
 
-# ------------------------------------------------------------------ bundles and submissions (no cluster)
+# ------------------------------------------------------------------ no cluster needed
+
+def test_an_unreachable_scheduler_is_a_grading_error():
+    with pytest.raises(GradingError, match="tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
+        DaskExecutor("tcp://127.0.0.1:9", timeout=1)
+
 
 def test_grader_bundle_is_deterministic_and_checked(tmp_path):
-    course = api.load_course(TOY / "course.yml")
-    spec = spec_for(course, "vecops")
+    course_dir = tmp_path / "course"
+    shutil.copytree(TOY, course_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    # tests may read data next to the public tests, and use any assignment's solution as an oracle
+    (course_dir / "assignments" / "vecops" / "data").mkdir()
+    (course_dir / "assignments" / "vecops" / "data" / "inputs.json").write_text("[1, 2]")
+    (course_dir / "solutions" / "attention").mkdir()
+    (course_dir / "solutions" / "attention" / "attention.py").write_text("def f():\n    return 1\n")
+    spec = spec_for(api.load_course(course_dir / "course.yml"), "vecops")
     bundle = pack_bundle(spec)
     assert bundle == pack_bundle(spec)
     assert bundle.sha256 == hashlib.sha256(bundle.data).hexdigest()
     root = unpack_bundle(bundle.data, bundle.sha256, tmp_path / "ok")
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert files == ["assignments/vecops/tests/test_vecops.py", "graders/vecops/probes.py",
-                     "graders/vecops/test_hidden_vecops.py", "solutions/vecops/vecops.py"]
+    assert files == ["assignments/vecops/README.md", "assignments/vecops/data/inputs.json",
+                     "assignments/vecops/tests/test_vecops.py", "assignments/vecops/vecops.py",
+                     "graders/vecops/probes.py", "graders/vecops/test_hidden_vecops.py",
+                     "solutions/attention/attention.py", "solutions/vecops/vecops.py"]
     tampered = bytearray(bundle.data)
     tampered[len(tampered) // 2] ^= 0xFF
     with pytest.raises(GradingError, match="hashes to"):

@@ -8,8 +8,8 @@ held by the :class:`JudgePool` worker plugin (so the fork server starts once per
 What travels, and where it goes::
 
     coordinator (course grade)                              Dask worker (one per core or GPU)
-      grader bundle: graders/<slug>, the public tests,  --> GraderPlugin.setup: sha256 checked,
-        solutions/<slug>  (tar, sha256; once per run)        unpacked in the worker's own folder,
+      grader bundle: graders/<slug>, assignments/<slug> --> GraderPlugin.setup: sha256 checked,
+        (public tests, data), solutions/ (tar; once/run)     unpacked in the worker's own folder,
                                                              never inside a sandbox
       submission folder (tar bytes, one per task)       --> unpacked to a scratch folder; the
                                                              judge copies it into the sandbox
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import queue
@@ -125,17 +126,17 @@ class Bundle:
 def bundle_trees(spec: GraderSpec) -> list[tuple[Path, str]]:
     """(folder, name in the bundle) for one assignment: the layout mirrors the course folder.
 
-    ``graders/<slug>`` (the hidden tests, probes and data), ``assignments/<slug>/tests`` (the
-    instructor's copy of the public tests), ``solutions/<slug>`` (reference code some tests use as
-    an oracle), and any ``conftest.py`` pytest would load between them and the course folder.
+    ``graders/<slug>`` (hidden tests, probes, data), ``assignments/<slug>`` (the instructor's
+    copy of the public tests, and the data they read next to them) and the whole ``solutions/``
+    folder: tests may use reference code as an oracle, also another assignment's (e.g. the
+    positional-encoding tests build the reference attention), so every solution goes along.
     """
     slug, root = spec.slug, spec.root
     trees = [(spec.hidden, f"graders/{slug}")]
-    if spec.public.is_dir():
-        trees.append((spec.public, f"assignments/{slug}/tests"))
-    solutions = root / "solutions" / slug
-    if solutions.is_dir():
-        trees.append((solutions, f"solutions/{slug}"))
+    if spec.public.parent.is_dir():
+        trees.append((spec.public.parent, f"assignments/{slug}"))
+    if (root / "solutions").is_dir():
+        trees.append((root / "solutions", "solutions"))
     return trees
 
 
@@ -188,7 +189,7 @@ def _inside(path: Path, roots: Iterable[str]) -> str | None:
 def _sandbox_visible_roots() -> list[str]:
     """Folders the sandbox binds read-only: a grader bundle must never lie under one of them."""
     from course.grading import sandbox
-    return [sys.prefix, sys.base_prefix, *sandbox._stdlib_paths(), *sandbox._site_packages()]
+    return ["/usr", sys.prefix, sys.base_prefix, *sandbox._stdlib_paths(), *sandbox._site_packages()]
 
 
 # ------------------------------------------------------------------ the worker side
@@ -365,8 +366,9 @@ class DaskExecutor:
         self.client: Any = None
         try:
             if scheduler is None:
+                has_bokeh = importlib.util.find_spec("bokeh") is not None  # the dashboard needs it
                 self.cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                            processes=True, dashboard_address=":0")
+                                            processes=True, dashboard_address=":0" if has_bokeh else None)
                 scheduler = self.cluster.scheduler_address
             self.scheduler = scheduler
             self.client = Client(scheduler, timeout=timeout, set_as_default=False)
