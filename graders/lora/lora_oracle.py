@@ -89,7 +89,7 @@ def peft_targets(model) -> list[str]:
 
 
 def random_adapters(rng: torch.Generator, shapes: dict[str, tuple[int, int]], r: int,
-                    scale: float = 0.3) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                    scale: float = 0.1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """name -> (A of shape (r, in), B of shape (out, r)), both non-zero."""
     out = {}
     for name, (out_f, in_f) in sorted(shapes.items()):

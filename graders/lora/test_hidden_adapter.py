@@ -113,7 +113,7 @@ def _task(rng, config, n_batches=2, batch=4, seq=16):
     return out
 
 
-TRAIN = dict(targets=ALL_LINEAR, r=4, alpha=8.0, steps=12, lr=1e-2)
+TRAIN = dict(targets=ALL_LINEAR, r=4, alpha=8.0, steps=12, lr=2e-2)
 
 
 @pytest.mark.task("4.1")
