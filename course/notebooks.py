@@ -25,6 +25,7 @@ interpreter's ``bin`` folder on ``PATH``), and executing a notebook needs ``ipyk
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -48,37 +49,70 @@ class NotebookError(CourseError):
     """A notebook could not be generated, read or executed (the message says which and why)."""
 
 
-# ------------------------------------------------------------------ reading
+# ------------------------------------------------------------------ reading (plain JSON: no code runs)
 
-def read_notebook(source: Path | str | dict) -> Any:
-    """A notebook as an ``nbformat`` node, from a path, a JSON string or an already parsed dict.
+def load_notebook(source: Path | str | dict) -> dict:
+    """A notebook as plain JSON data, from a ``Path``, its JSON text (a ``str``) or a parsed dict.
 
-    Only JSON is parsed: no code runs, so this is safe on untrusted submissions.
+    Only JSON is parsed (no nbformat validation, no code), so this is safe and fast on untrusted
+    submissions, and a submission that nbformat would reject can still be inspected. Each cell's
+    ``source`` is joined into one string, as nbformat does.
     """
-    import nbformat
     try:
         if isinstance(source, dict):
-            return nbformat.from_dict(source)
-        if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
-            path = Path(source)
-            if not path.is_file():
-                raise NotebookError(f"{path}: no such notebook")
-            return nbformat.read(path, as_version=4)
-        return nbformat.reads(source, as_version=4)
-    except NotebookError:
-        raise
-    except Exception as exc:  # nbformat raises several kinds (JSON, validation, version)
-        raise NotebookError(f"the notebook cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
+            data = source
+        elif isinstance(source, Path):
+            if not source.is_file():
+                raise NotebookError(f"{source}: no such notebook")
+            data = json.loads(source.read_text(encoding="utf-8"))
+        else:  # text: never taken for a file name (it may come from a submission)
+            data = json.loads(source)
+    except (ValueError, OSError) as exc:
+        raise NotebookError(f"the notebook is not valid JSON: {exc}"[:500]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError("the notebook has no list of cells")
+    cells = []
+    for cell in data["cells"]:
+        if not isinstance(cell, dict):
+            raise NotebookError("the notebook holds a cell that is not a JSON object")
+        text = cell.get("source", "")
+        cells.append({**cell, "source": "".join(text) if isinstance(text, list) else str(text)})
+    return {**data, "cells": cells}
 
 
-def _nbgrader_meta(cell: Any) -> dict:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+def _nbgrader_meta(cell: dict) -> dict:
+    metadata = cell.get("metadata", {})
+    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
     return meta if isinstance(meta, dict) else {}
 
 
-def grade_cells(notebook: Any) -> dict[str, Any]:
-    """``grade_id`` -> cell, for every cell that carries nbgrader metadata."""
-    return {m["grade_id"]: cell for cell in notebook.cells if "grade_id" in (m := _nbgrader_meta(cell))}
+def grade_cells(notebook: dict) -> dict[str, dict]:
+    """``grade_id`` -> cell, for every cell that carries nbgrader metadata (the first one wins)."""
+    out: dict[str, dict] = {}
+    for cell in notebook["cells"]:
+        grade_id = _nbgrader_meta(cell).get("grade_id")
+        if isinstance(grade_id, str) and grade_id not in out:
+            out[grade_id] = cell
+    return out
+
+
+def checksum(cell: dict) -> str:
+    """nbgrader's checksum of a cell (``nbgrader.utils.compute_checksum``), without importing nbgrader.
+
+    md5 over the source, the cell type, the grade/solution/locked flags, the grade id and, for
+    grade cells, the points. :func:`generate_student_version` verifies that this agrees with the
+    checksums nbgrader itself writes, so a change of nbgrader's algorithm cannot go unnoticed.
+    """
+    meta = _nbgrader_meta(cell)
+    grade, solution = meta.get("grade", False), meta.get("solution", False)
+    locked = False if solution else True if grade else meta.get("locked", False)  # nbgrader's is_locked
+    m = hashlib.md5()
+    for part in (cell.get("source", ""), cell.get("cell_type", ""), str(grade), str(solution), str(locked),
+                 meta["grade_id"]):
+        m.update(str(part).encode("utf-8"))
+    if grade:
+        m.update(str(float(meta["points"])).encode("utf-8"))
+    return m.hexdigest()
 
 
 # ------------------------------------------------------------------ generating (instructor side)
@@ -121,6 +155,11 @@ def generate_student_version(source: Path, dest: Path, assignment: str = "assign
         produced = Path(tmp) / "release" / assignment / source.name
         if not produced.is_file():
             raise NotebookError(f"{source}: nbgrader generate_assignment wrote no notebook")
+        for grade_id, cell in grade_cells(load_notebook(produced)).items():
+            stored = _nbgrader_meta(cell).get("checksum")
+            if stored is not None and stored != checksum(cell):
+                raise NotebookError(f"{source}: cell {grade_id!r}: course.notebooks.checksum disagrees with "
+                                    "nbgrader's checksum (did nbgrader change its algorithm?)")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(produced, dest)
     return dest
@@ -131,7 +170,7 @@ def readonly_checksums(released: Path | str | dict) -> dict[str, str]:
 
     Those are the read-only cells and the autograder-test cells; answer cells are excluded.
     """
-    nb = read_notebook(released)
+    nb = load_notebook(released)
     out = {}
     for grade_id, cell in grade_cells(nb).items():
         meta = _nbgrader_meta(cell)
@@ -153,31 +192,30 @@ def tampered_cells(submitted: Path | str | dict, reference: dict[str, str] | Pat
     edits of the stored checksum do not hide a change. An empty list means nothing was tampered
     with. A submission that is not a notebook at all is reported as such.
     """
-    from nbgrader.utils import compute_checksum
-    if not isinstance(reference, dict) or not all(isinstance(v, str) for v in reference.values()):
+    if not (isinstance(reference, dict) and all(isinstance(v, str) for v in reference.values())):
         reference = readonly_checksums(reference)
     try:
-        nb = read_notebook(submitted)
+        nb = load_notebook(submitted)
     except NotebookError as exc:
         return [str(exc)]
     cells = grade_cells(nb)
     problems = []
-    for grade_id, checksum in reference.items():
+    for grade_id, expected in reference.items():
         cell = cells.get(grade_id)
         if cell is None:
             problems.append(f"read-only cell {grade_id!r} was deleted (or its nbgrader metadata removed)")
             continue
         try:
-            actual = compute_checksum(cell)
-        except Exception as exc:  # malformed metadata (e.g. points that are not a number)
-            problems.append(f"read-only cell {grade_id!r} has malformed nbgrader metadata ({type(exc).__name__})")
+            actual = checksum(cell)
+        except (KeyError, TypeError, ValueError):  # malformed metadata (e.g. points that are not a number)
+            problems.append(f"read-only cell {grade_id!r} has malformed nbgrader metadata")
             continue
-        if actual != checksum:
+        if actual != expected:
             problems.append(f"read-only cell {grade_id!r} was changed")
     seen: dict[str, int] = {}
-    for cell in nb.cells:
+    for cell in nb["cells"]:
         grade_id = _nbgrader_meta(cell).get("grade_id")
-        if grade_id is not None:
+        if isinstance(grade_id, str):
             seen[grade_id] = seen.get(grade_id, 0) + 1
     problems += [f"cell id {g!r} appears {n} times" for g, n in seen.items() if n > 1 and g in reference]
     return problems
@@ -258,7 +296,10 @@ def execute_notebook(path: Path | str, names: list[str], *, timeout: float = 60.
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     import nbformat
 
-    nb = read_notebook(Path(path))
+    try:
+        nb = nbformat.read(Path(path), as_version=4)
+    except Exception as exc:  # nbformat raises several kinds (JSON, validation, version)
+        raise NotebookError(f"{path}: the notebook cannot be read: {type(exc).__name__}: {exc}"[:500]) from None
     marker = f"__course_answers_{secrets.token_hex(8)}__:"
     nb.cells.append(nbformat.v4.new_code_cell(_extraction_source(list(names), marker)))
     workdir = str(Path(path).resolve().parent)
@@ -305,8 +346,8 @@ def execute_notebook(path: Path | str, names: list[str], *, timeout: float = 60.
 
 def written_answers(notebook: Path | str | dict) -> dict[str, str]:
     """``grade_id`` -> text of every manually graded answer cell (markdown or code)."""
-    nb = read_notebook(notebook)
-    return {grade_id: cell.source for grade_id, cell in grade_cells(nb).items()
+    nb = load_notebook(notebook)
+    return {grade_id: cell["source"] for grade_id, cell in grade_cells(nb).items()
             if _nbgrader_meta(cell).get("solution") and _nbgrader_meta(cell).get("grade")}
 
 

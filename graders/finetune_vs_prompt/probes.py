@@ -82,7 +82,6 @@ def _masked_loss(model, tok, pairs):
 
 def lora_training(config, seed, pairs, steps, r, alpha, lr, batch_size, max_new_tokens):
     """Fine-tune a tiny random Llama with the student's finetune_lora; report what changed."""
-    import torch
     import finetuning
     tok = _tokenizer("[SEP]")
     model = _tiny_llama(config, seed)
@@ -133,7 +132,6 @@ def _pretrained_state():
 
 def train_classifier(texts, labels, query_texts, method, epochs, lr, r, seed):
     """Train with the student's finetune_classifier; return predictions and what changed in the encoder."""
-    import torch
     import domain
     model = domain.finetune_classifier(list(texts), list(labels), method=method, epochs=epochs, lr=lr, r=r,
                                        seed=seed)

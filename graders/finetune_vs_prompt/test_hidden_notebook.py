@@ -1,5 +1,6 @@
 """Hidden tests of part D (activity.ipynb): the notebook runs in the sandbox, its answers come back
-as data, and they are checked here against the answer key (never inside the student's kernel)."""
+as data, and they are checked here against the answer key (never inside the student's kernel).
+The written justifications (task 4.2) are graded by TAs: see manual.json and RUBRIC.md."""
 
 import json
 
@@ -23,7 +24,7 @@ def _answers(submission):
 
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(8)
+@pytest.mark.points(4)
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("scenario", ["1", "2", "3", "4"])
 def test_hidden_decision_follows_the_rule_of_thumb(submission, scenario):

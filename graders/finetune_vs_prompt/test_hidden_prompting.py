@@ -36,7 +36,7 @@ def test_hidden_count_tokens_without_special_tokens(submission, rng):
 # ------------------------------------------------------------------ 1.2
 
 @pytest.mark.task("1.2")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("n", [0, 1, 3, 7])
 def test_hidden_few_shot_takes_the_most_examples_that_fit(submission, rng, n):
     rows = _shuffled_emails(rng)
@@ -83,7 +83,7 @@ def test_hidden_few_shot_refuses_to_truncate(submission, rng):
 
 
 @pytest.mark.task("1.2")
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_hidden_few_shot_uses_the_template(submission, rng):
     rows = _shuffled_emails(rng)
     template = "### Email\n{input}\n### JSON\n{output}"

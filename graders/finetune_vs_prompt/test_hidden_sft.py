@@ -30,7 +30,7 @@ def _seed(rng):
 # ------------------------------------------------------------------ 2.1
 
 @pytest.mark.task("2.1")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("slack", [0, 9])
 def test_hidden_sft_labels_cover_the_answer_only(submission, rng, slack):
     prompt, answer = _pair(_rows(rng, 1)[0])

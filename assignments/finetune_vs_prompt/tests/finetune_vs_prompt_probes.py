@@ -3,7 +3,7 @@
 When the course grades your work, your code runs in a separate, sandboxed process and only data
 (tensors, numbers, strings, lists and dicts of them) comes back to the tests. A tokenizer or a
 model cannot travel, so a test asks one of these functions to load it next to your code, call
-your function with it and report: ``submission.run(public_probes.few_shot, ...)``. With plain
+your function with it and report: ``submission.run(finetune_vs_prompt_probes.few_shot, ...)``. With plain
 ``pytest`` they simply run in the test's process, so you can debug them with pdb.
 """
 
