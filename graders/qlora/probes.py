@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import tempfile
+import threading
 
 import torch
 
@@ -270,6 +271,28 @@ def bitsandbytes_environment():
     return None
 
 
+class _PeakSampler:
+    """Samples torch.cuda.memory_allocated() from a thread while a run is in progress."""
+
+    def __init__(self, interval=0.002):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, int(torch.cuda.memory_allocated()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, int(torch.cuda.memory_allocated()))
+
+
 def _free_cuda():
     gc.collect()
     torch.cuda.empty_cache()
@@ -281,16 +304,16 @@ def _bf16_lora_baseline(model_dir, texts, steps, r, alpha, lr, batch_size, seq_l
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:seq_len] for t in texts]
+    _free_cuda()
+    torch.cuda.reset_peak_memory_stats()   # loading counts, as it does for the QLoRA run
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to("cuda")
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
                                              lora_dropout=0.0, task_type="CAUSAL_LM"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:seq_len] for t in texts]
     model.train()
-    _free_cuda()
-    torch.cuda.reset_peak_memory_stats()
     for step in range(steps):
         picked = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
         width = min(len(row) for row in picked)
@@ -323,11 +346,13 @@ def gpu_qlora_run(cfg, texts, steps, lr, r, alpha, batch_size, seq_len, baseline
             out["bf16_peak"] = _bf16_lora_baseline(model_dir, texts, steps, r, alpha, lr, batch_size, seq_len)
         _free_cuda()
         torch.cuda.reset_peak_memory_stats()
-        result = qlora.train_qlora(model_dir, list(texts), output_dir=os.path.join(tmp, "adapter"),
-                                   backend="bitsandbytes", steps=steps, r=r, alpha=alpha, lr=lr,
-                                   batch_size=batch_size, seq_len=seq_len, seed=0, device="cuda")
-        torch.cuda.synchronize()
-        out["qlora_peak"] = int(torch.cuda.max_memory_allocated())
+        with _PeakSampler() as sampler:
+            result = qlora.train_qlora(model_dir, list(texts), output_dir=os.path.join(tmp, "adapter"),
+                                       backend="bitsandbytes", steps=steps, r=r, alpha=alpha, lr=lr,
+                                       batch_size=batch_size, seq_len=seq_len, seed=0, device="cuda")
+            torch.cuda.synchronize()
+        # the allocator's peak, floored by sampling (a reset inside train_qlora cannot hide memory)
+        out["qlora_peak"] = max(int(torch.cuda.max_memory_allocated()), sampler.peak)
         result = dict(result)
         adapter_dir = str(result.pop("adapter_dir", ""))
         out["result"] = result

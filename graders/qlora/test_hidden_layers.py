@@ -35,7 +35,7 @@ def double_dequantize_formula(q, scales, offset):
 
 
 @pytest.mark.task("3.1")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("double_quant", [False, True])
 @pytest.mark.parametrize("blocksize", [64, 128])
 def test_from_linear_stores_nf4_codes_only(submission, rng, double_quant, blocksize):
@@ -68,7 +68,7 @@ def test_from_linear_stores_nf4_codes_only(submission, rng, double_quant, blocks
 
 
 @pytest.mark.task("3.2")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("double_quant,bias,compute_dtype,x_dtype", [
     (False, True, torch.float32, torch.float32),
     (True, False, torch.bfloat16, torch.bfloat16),
@@ -100,7 +100,7 @@ def test_linear4bit_forward_is_f_linear(submission, rng, double_quant, bias, com
 
 
 @pytest.mark.task("3.2")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_no_gradient_reaches_the_4bit_weight(submission, rng):
     weight = torch.randn(32, 64, generator=rng)
     x, grad_out = torch.randn(4, 64, generator=rng), torch.randn(4, 32, generator=rng)
@@ -157,7 +157,7 @@ def test_qlora_linear_forward_and_gradients(submission, rng, r, alpha):
 
 
 @pytest.mark.task("3.4")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_quantize_model_report_on_a_tiny_llama(submission):
     got = submission.run(probes.quantize_tiny_llama, TINY, None, None, None)
     names = [f"model.layers.{i}.{p}" for i in range(TINY["layers"]) for p in PROJECTIONS]
@@ -176,7 +176,7 @@ def test_quantize_model_report_on_a_tiny_llama(submission):
 
 
 @pytest.mark.task("3.4")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_quantize_model_with_lora_trains_only_a_and_b(submission):
     got = submission.run(probes.quantize_tiny_llama, TINY, ["lm_head", "mlp"], 4, 8)
     attention = [f"model.layers.{i}.self_attn.{p}" for i in range(TINY["layers"])

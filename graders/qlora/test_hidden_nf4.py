@@ -30,7 +30,7 @@ def weights(rng, shape, dtype):
 
 
 @pytest.mark.task("1.1")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_code_book_levels(submission):
     code = submission.call("qlora.nf4_code_book")
     assert code.shape == (16,) and code.dtype == torch.float32, f"got {tuple(code.shape)} {code.dtype}"
@@ -43,7 +43,7 @@ CASES = [((64, 64), 64), ((96, 128), 128), ((48, 256), 256), ((8, 1024), 1024), 
 
 
 @pytest.mark.task("1.2")
-@pytest.mark.points(10)
+@pytest.mark.points(8)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape,blocksize", CASES)
 def test_quantize_bit_exact_with_bitsandbytes(submission, rng, dtype, shape, blocksize):
@@ -59,7 +59,7 @@ def test_quantize_bit_exact_with_bitsandbytes(submission, rng, dtype, shape, blo
 
 
 @pytest.mark.task("1.2")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_quantize_edge_blocks(submission, rng):
     """Zero blocks, constant blocks, a lone spike, values exactly on the midpoints, and +-absmax."""
     code = bnb_functional.get_4bit_type("nf4", device="cpu")
@@ -90,7 +90,7 @@ def test_quantize_rejects_indivisible(submission, shape, blocksize):
 
 
 @pytest.mark.task("1.3")
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape,blocksize", [((64, 96), 64), ((32, 512), 256), ((4, 2048), 1024)])
 def test_dequantize_bit_exact_with_bitsandbytes(submission, rng, dtype, shape, blocksize):
@@ -104,7 +104,7 @@ def test_dequantize_bit_exact_with_bitsandbytes(submission, rng, dtype, shape, b
 
 
 @pytest.mark.task("1.3")
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_dequantize_default_dtype_and_round_trip(submission, rng):
     """Default dtype bfloat16; quantise-then-dequantise errs by at most half the widest code gap."""
     w = weights(rng, (40, 128), torch.float32)
@@ -119,7 +119,7 @@ def test_dequantize_default_dtype_and_round_trip(submission, rng):
 
 
 @pytest.mark.task("2.1")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 @pytest.mark.parametrize("n", [1, 100, 256, 1000, 4097])
 def test_double_quant_error_bound(submission, rng, n):
     absmax = torch.rand(n, generator=rng) * torch.exp(torch.randn(1, generator=rng))
@@ -154,7 +154,7 @@ def test_double_quant_constant_and_formula(submission, rng):
 
 
 @pytest.mark.task("2.2")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 @pytest.mark.parametrize("blocksize,double_quant,dq_blocksize", [
     (64, True, 256), (64, False, 256), (128, True, 256), (32, False, 256), (256, True, 128)])
 def test_bits_per_parameter(submission, blocksize, double_quant, dq_blocksize):

@@ -124,7 +124,7 @@ def gpu_run(submission, cfg, texts, steps, lr, **flags):
 
 @pytest.mark.gpu
 @pytest.mark.task("4.1")
-@pytest.mark.points(4)
+@pytest.mark.points(5)
 @pytest.mark.timeout(600)
 def test_bitsandbytes_loss_falls_by_30_percent(submission, rng):
     got = gpu_run(submission, GPU_SMALL, memorisable(rng, 16), 60, 2e-3)

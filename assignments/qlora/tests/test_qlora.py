@@ -97,7 +97,7 @@ def test_linear4bit_forward_is_f_linear_of_the_dequantised_weight(submission):
 
 
 @pytest.mark.task("3.3")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_qlora_linear_starts_as_its_base(submission):
     gen = torch.Generator().manual_seed(4)
     weight, x = torch.randn(48, 64, generator=gen), torch.randn(3, 64, generator=gen)
@@ -110,7 +110,7 @@ def test_qlora_linear_starts_as_its_base(submission):
 
 
 @pytest.mark.task("3.4")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_quantize_model_replaces_linears_but_the_head(submission):
     got = submission.run(probes.quantize_small_model)
     assert got["types"] == {"up": "Linear4bit", "act": "ReLU", "down": "Linear4bit", "lm_head": "Linear"}
