@@ -152,6 +152,17 @@ def torch_zeros(n):
     return torch.zeros(n)
 
 
+def hog_in_children(children, mib):
+    """Children that each touch ``mib`` MiB (each within RLIMIT_AS), then wait."""
+    for _ in range(children):
+        if os.fork() == 0:
+            hoard = bytearray(mib * 2**20)
+            for i in range(0, len(hoard), 4096):
+                hoard[i] = 1
+            time.sleep(3600)
+    time.sleep(3600)
+
+
 def stop_reading():
     from course.grading import wire
     wire.recv = lambda *args, **kwargs: time.sleep(3600)
@@ -326,6 +337,14 @@ def test_a_crash_fails_the_call_and_says_how_the_worker_ended(strong, target, ar
     with pytest.raises(WorkerCrashed, match=how):
         call(strong, target, *args)
     assert call(strong, "identity")["pid"] == 1
+
+
+@needs_strong
+def test_processes_that_together_exceed_the_memory_limit_are_killed(strong):
+    started = time.monotonic()
+    with pytest.raises(WorkerCrashed, match="MiB of memory together, over the 3072 MiB limit"):
+        call(strong, "hog_in_children", 6, 700, timeout=60)
+    assert time.monotonic() - started < 30
 
 
 @needs_strong

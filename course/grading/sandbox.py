@@ -8,26 +8,39 @@ Shape of a grading run::
 
 The *zygote* is started once per run as ``python -I -S -B`` with an explicit ``sys.path`` (the
 interpreter's standard library, site-packages, and a staged copy of the ``course`` package): it
-imports torch, transformers and peft once, computes nothing, and never sees grader code. Each
-worker forks from it and then enters its sandbox.
+imports torch, transformers and peft once, computes nothing, never touches CUDA, and never sees
+grader code. Each worker forks from it (one fork, ~the cost of copying its page tables), then
+enters its sandbox; pytest never runs there, and the submission joins ``sys.path`` only then.
 
 Isolation is **strong** when running as root with bubblewrap:
 
 * the zygote runs under ``bwrap`` with new IPC/PID/network/UTS/cgroup namespaces, ``--clearenv``,
   ``--new-session``, ``--die-with-parent``, and read-only binds of just the system libraries, the
-  interpreter and its packages. (Not ``--unshare-all``: that adds a user namespace which maps
-  only uid 0, after which no worker could drop to an unprivileged uid.) graders/, solutions/, the
-  gradebook and the course repository are not inside.
-* each worker then unshares its own mount, PID, network, IPC and UTS namespaces, mounts a private
-  ``/tmp`` and ``/proc``, binds its submission's scratch copy at ``/submission`` (the only
-  writable place besides ``/tmp``) and hides every other scratch copy, sets its rlimits, drops
-  every capability and becomes the job slot's own unprivileged uid with ``no_new_privs``, and
-  installs a seccomp filter refusing network sockets.
-* a timeout kills the worker's PID namespace (every descendant, ``setsid()`` or not) and then
-  every process of the slot's uid.
+  interpreter and its packages. graders/, solutions/, the gradebook, other submissions and the
+  course repository are not inside. Deliberately *not* ``--unshare-all``: that adds a user
+  namespace mapping only uid 0, after which no worker could drop to an unprivileged uid
+  (``setresuid`` fails with EPERM); the worker's own uid, capability drop, ``no_new_privs`` and
+  seccomp filter below do what the user namespace would.
+* each worker is the init of a PID namespace of its own (the zygote unshares the PID namespace
+  for its next child, forks, and steps back), unshares mount, network, IPC and UTS namespaces,
+  mounts a private ``/proc`` and a ``/tmp`` tmpfs, and sees its submission at ``/submission`` as
+  an overlay: the scratch copy read-only below, a tmpfs above. Both tmpfs are capped at the
+  ``file_size`` limit and :data:`TMPFS_INODES` files, so a disk fill fills the worker's cap, never
+  the machine's disk, and each new worker starts from the submission as collected. Every other
+  scratch copy is hidden under an empty tmpfs. It then sets its rlimits, drops every capability,
+  becomes its job slot's own unprivileged uid with ``no_new_privs``, and loads a seccomp filter
+  refusing network sockets, namespaces, mounts, ptrace and other kernel interfaces.
+* each grading run claims a block of uids of its own (:func:`_claim_uid_block`), so concurrent
+  runs on one machine never share, count or kill each other's processes.
+* a timeout kills the worker's PID namespace (every descendant, ``setsid()`` or not); before a
+  slot's next worker starts, every process of the slot's uid is killed.
+* the zygote adds up the private memory of each worker and its descendants (``RLIMIT_AS`` bounds
+  one process, not a fork of many) and kills a worker over its ``memory`` limit.
 
 Elsewhere (no root, no bubblewrap, macOS) isolation is **weak**: a separate process in its own
-session with the rlimits the system allows. Results record which one graded them.
+session with the rlimits the system allows and the same memory watch; on Linux the zygote is a
+child subreaper that kills re-parented orphans (``setsid`` grandchildren). It warns, and results
+record ``isolation: weak``; ``course grade --require-isolation`` refuses to run so.
 """
 
 from __future__ import annotations
@@ -72,6 +85,8 @@ SETUP_TIMEOUT = 60.0
 MAX_COPY_BYTES = 512 * 2**20
 MAX_COPY_FILES = 5000
 TMPFS_INODES = 20000          # files a worker may create in /tmp, and in /submission
+MEMORY_POLL = 0.1             # seconds between the fork server's looks at its workers' memory
+MEMORY_EXACT_EVERY = 0.5      # at most this often per worker, the exact (costlier) count
 
 # Linux constants (not all exposed by the os module on Python 3.10/3.11)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -468,13 +483,7 @@ def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str
 # ------------------------------------------------------------------ the zygote (no grader code here)
 
 def zygote_main(cfg: dict[str, Any]) -> None:
-    """Entry point of the fork server: preload, then fork a worker per request.
-
-    Requests (JSON over a slot's SEQPACKET socket): ``spawn`` (with the worker's data socket as
-    SCM_RIGHTS), ``kill`` (one worker; ``wait`` for its exit status, else reply at once), and
-    ``kill_slot`` (everything the slot's worker left behind). A new worker of a slot starts only
-    once nothing of the slot's previous workers is left.
-    """
+    """Entry point of the fork server: preload, then fork a worker per request (see :class:`_ForkServer`)."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     for name in cfg["preload"]:
         try:
@@ -487,76 +496,200 @@ def zygote_main(cfg: dict[str, Any]) -> None:
         cfg["pidns"] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     else:  # orphans of weak workers (setsid and double forks) are re-parented here, to be killed
         _prctl_quiet(PR_SET_CHILD_SUBREAPER, 1)
-    slots = {fd: socket.socket(fileno=fd) for fd in cfg["slots"]}
-    workers: dict[tuple[int, int], int] = {}   # (slot, worker id) -> pid
-    statuses: dict[int, int] = {}              # pid -> wait status, for workers that ended by themselves
-    first = next(iter(slots.values()))
-    first.send(json.dumps({"ready": True}).encode())
-    import select
-    while slots:
-        try:
-            readable, _, _ = select.select(list(slots.values()), [], [], 1.0)
-        except InterruptedError:
-            continue
-        _reap(workers, statuses)
-        for sock in readable:
+    _ForkServer(cfg).serve()
+
+
+class _ForkServer:
+    """The zygote's loop. Requests (JSON over a slot's SEQPACKET socket): ``spawn`` (with the
+    worker's data socket as SCM_RIGHTS), ``kill`` (one worker; ``wait`` for its exit status, else
+    reply at once) and ``kill_slot`` (everything the slot's worker left behind). A slot's new worker
+    starts only once nothing of its earlier workers is left. Between requests it polices memory:
+    a worker whose processes together hold more private memory than its ``memory`` limit is killed
+    (RLIMIT_AS bounds each process, not a fork of many)."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.strong = bool(cfg["strong"])
+        self.slots = {fd: socket.socket(fileno=fd) for fd in cfg["slots"]}
+        self.workers: dict[tuple[int, int], int] = {}  # (slot, worker id) -> pid
+        self.statuses: dict[int, int] = {}             # pid -> wait status of a worker that ended by itself
+        self.budgets: dict[int, int] = {}              # pid -> memory limit of live workers
+        self.notes: dict[int, str] = {}                # pid -> why this process killed it
+        self.memory = _MemoryPolice()
+
+    def serve(self) -> None:
+        import select
+        next(iter(self.slots.values())).send(json.dumps({"ready": True}).encode())
+        while self.slots:
             try:
-                data, fds, _, _ = socket.recv_fds(sock, 65536, 2)
-            except OSError:
-                data, fds = b"", []
-            if not data:
-                slots.pop(sock.fileno(), None)
-                sock.close()
+                readable, _, _ = select.select(list(self.slots.values()), [], [],
+                                               MEMORY_POLL if self.budgets else 1.0)
+            except InterruptedError:
                 continue
+            self.reap()
+            for sock in readable:
+                self.answer(sock)
+            self.police()
+        for pid in self.workers.values():
+            _kill_worker(pid, self.statuses, wait=False)
+
+    def answer(self, sock: socket.socket) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, 2)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self.slots.pop(sock.fileno(), None)
+            sock.close()
+            return
+        try:
+            reply = self.request(json.loads(data), sock.fileno(), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+    def request(self, msg: dict[str, Any], slot: int, fds: list[int]) -> dict[str, Any]:
+        op = msg.get("op")
+        uid = int(msg.get("uid", -1))
+        if op == "spawn":
+            self.clear_slot(uid)
             try:
-                reply = _serve_request(json.loads(data), sock.fileno(), fds, slots, workers, statuses, cfg)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            sock.send(json.dumps(reply).encode())
-    for pid in workers.values():
-        _kill_worker(pid, statuses, wait=False)
+                pid = _fork_worker(msg, fds[0], list(self.slots), self.cfg)
+            except OSError as exc:
+                return {"ok": False, "error": str(exc)}
+            self.workers[(slot, msg["id"])] = pid
+            self.budgets[pid] = int(msg["limits"]["memory"])
+            return {"ok": True}
+        if op == "kill":
+            pid = self.workers.pop((slot, msg["id"]), None)
+            wait = bool(msg.get("wait", True))
+            status = self.kill(pid, wait)
+            if wait:
+                self.clear_slot(uid)
+            return {"ok": True, "status": status}
+        if op == "kill_slot":
+            for key in [k for k in self.workers if k[0] == slot]:
+                self.kill(self.workers.pop(key), wait=False)
+            self.clear_slot(uid, rounds=1)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def kill(self, pid: int | None, wait: bool) -> str:
+        self.budgets.pop(pid, None)
+        status = _kill_worker(pid, self.statuses, wait=wait)
+        note = self.notes.pop(pid, None) if pid is not None else None
+        return f"{status}: {note}" if note else status
+
+    def reap(self) -> None:
+        """Collect ended children; keep the status of listed workers (asked for by a later ``kill``)."""
+        listed = set(self.workers.values())
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.budgets.pop(pid, None)
+            if pid in listed:
+                self.statuses[pid] = status
+            else:
+                self.notes.pop(pid, None)
+
+    def clear_slot(self, uid: int, rounds: int = 200) -> None:
+        """Kill whatever a slot's earlier workers left running (strong: by uid; weak: re-parented orphans)."""
+        if self.strong:
+            _kill_uid(uid, rounds)
+        else:
+            _kill_orphans(set(self.workers.values()), rounds)
+        self.reap()
+
+    def police(self) -> None:
+        self.memory.forget_all_but(self.budgets)
+        for pid, limit in list(self.budgets.items()):
+            used = self.memory.used(pid, limit)
+            if used > limit:
+                self.notes[pid] = (f"its processes held {used / 2**20:.0f} MiB of memory together, "
+                                   f"over the {limit / 2**20:.0f} MiB limit")
+                self.budgets.pop(pid, None)
+                for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                    try:
+                        target()
+                    except (ProcessLookupError, PermissionError):
+                        pass
 
 
-def _serve_request(msg: dict[str, Any], slot: int, fds: list[int], slots: dict[int, socket.socket],
-                   workers: dict[tuple[int, int], int], statuses: dict[int, int], cfg: dict[str, Any]) -> dict[str, Any]:
-    strong = cfg["strong"]
-    op = msg.get("op")
-    if op == "spawn":
-        _clear_slot(int(msg["uid"]), strong, workers, statuses)
+class _MemoryPolice:
+    """Private memory of a worker's processes together (the worker and all its descendants).
+
+    Cheap first: the sum of their anonymous resident memory, which over-counts pages shared
+    copy-on-write with the fork server. Only when that sum exceeds the limit are the exact private
+    pages read (smaps_rollup), at most every :data:`MEMORY_EXACT_EVERY` seconds per worker.
+    """
+
+    def __init__(self) -> None:
+        self.exact_at: dict[int, float] = {}
+
+    def forget_all_but(self, workers: dict[int, int]) -> None:
+        self.exact_at = {pid: t for pid, t in self.exact_at.items() if pid in workers}
+
+    def used(self, worker: int, limit: int) -> int:
+        members = _descendants(worker)
+        rough = sum(_status_kib(pid, "RssAnon") for pid in members) * 1024
+        if rough <= limit:
+            return rough
+        now = time.monotonic()
+        if now - self.exact_at.get(worker, 0.0) < MEMORY_EXACT_EVERY:
+            return 0
+        self.exact_at[worker] = now
+        return sum(_private_kib(pid) for pid in members) * 1024
+
+
+def _descendants(root: int, limit: int = 4096) -> list[int]:
+    """``root`` and every process below it (from /proc/<pid>/task/<tid>/children).
+
+    In strong mode that is everything the worker started: orphans are re-parented to it, the
+    init of its PID namespace. (In weak mode orphans go to the fork server, which kills them.)
+    """
+    found, todo = [], [root]
+    while todo and len(found) < limit:
+        pid = todo.pop()
+        found.append(pid)
         try:
-            pid = _fork_worker(msg, fds[0], list(slots), cfg)
-        except OSError as exc:
-            return {"ok": False, "error": str(exc)}
-        workers[(slot, msg["id"])] = pid
-        return {"ok": True}
-    if op == "kill":
-        pid = workers.pop((slot, msg["id"]), None)
-        wait = bool(msg.get("wait", True))
-        status = _kill_worker(pid, statuses, wait=wait)
-        if wait:
-            _clear_slot(int(msg["uid"]), strong, workers, statuses)
-        return {"ok": True, "status": status}
-    if op == "kill_slot":
-        for key in [k for k in workers if k[0] == slot]:
-            _kill_worker(workers.pop(key), statuses, wait=False)
-        _clear_slot(int(msg["uid"]), strong, workers, statuses, rounds=1)
-        return {"ok": True}
-    return {"ok": False, "error": f"unknown op {op!r}"}
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return found
 
 
-def _reap(workers: dict[tuple[int, int], int], statuses: dict[int, int]) -> None:
-    """Collect ended children; keep the status of live-listed workers (asked for by a later ``kill``)."""
-    listed = set(workers.values())
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if pid in listed:
-            statuses[pid] = status
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f.read(4096).decode(errors="replace").splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _private_kib(pid: int) -> int:
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f.read(8192).decode(errors="replace").splitlines():
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
 
 
 def _describe_status(status: int | None) -> str:
@@ -599,16 +732,6 @@ def _kill_worker(pid: int | None, statuses: dict[int, int], *, wait: bool) -> st
         except ChildProcessError:
             return _describe_status(statuses.pop(pid, None))
         return _describe_status(status)
-
-
-def _clear_slot(uid: int, strong: bool, workers: dict[tuple[int, int], int], statuses: dict[int, int],
-                rounds: int = 200) -> None:
-    """Kill whatever a slot's earlier workers left running (strong: by uid; weak: re-parented orphans)."""
-    if strong:
-        _kill_uid(uid, rounds)
-    else:
-        _kill_orphans(set(workers.values()), rounds)
-    _reap(workers, statuses)
 
 
 def _kill_uid(uid: int, rounds: int = 200) -> None:
