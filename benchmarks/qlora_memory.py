@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--device", default=None)
     parser.add_argument("--backends", default=",".join(b for b, _ in BACKENDS))
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/course"), help="where SmolLM2 is prepared")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/course/models"),
+                        help="where SmolLM2 is prepared (as `course models prepare`)")
     parser.add_argument("--submission", default=str(ROOT / "solutions" / "qlora"), help="folder holding qlora.py")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)

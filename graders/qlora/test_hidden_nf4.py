@@ -58,10 +58,24 @@ def test_quantize_bit_exact_with_bitsandbytes(submission, rng, dtype, shape, blo
     assert wrong == 0, f"{wrong} of {packed.numel()} packed bytes differ from bitsandbytes'"
 
 
+def reciprocal_block(rng, midpoints):
+    """A block whose values sit within an ulp of midpoint * absmax, where ``x * (1 / absmax)`` and
+    ``x / absmax`` fall on different sides of the midpoint (bitsandbytes multiplies)."""
+    while True:
+        absmax = torch.rand(1, generator=rng) * 5 + 0.1
+        x = midpoints * absmax
+        near = torch.cat([torch.nextafter(x, x + 1), x, torch.nextafter(x, x - 1)])
+        near = torch.cat([near, -near])
+        split = near[torch.bucketize(near * (1 / absmax), midpoints) != torch.bucketize(near / absmax, midpoints)]
+        if split.numel():
+            return torch.cat([absmax, split[:63], torch.zeros(max(0, 63 - split.numel()))])
+
+
 @pytest.mark.task("1.2")
 @pytest.mark.points(2)
 def test_quantize_edge_blocks(submission, rng):
-    """Zero blocks, constant blocks, a lone spike, values exactly on the midpoints, and +-absmax."""
+    """Zero blocks, constant blocks, a lone spike, values exactly on the midpoints, +-absmax, and
+    values where multiplying by 1/absmax and dividing by absmax disagree."""
     code = bnb_functional.get_4bit_type("nf4", device="cpu")
     midpoints = (code[1:] + code[:-1]) / 2
     blocks = [
@@ -72,13 +86,14 @@ def test_quantize_edge_blocks(submission, rng):
                    torch.tensor([0.5, 1.0])]),
         torch.randn(64, generator=rng) * 1e-30,
         torch.cat([torch.randn(63, generator=rng), torch.tensor([-40.0])]),
+        reciprocal_block(rng, midpoints),
     ]
     w = torch.stack(blocks)
     packed, absmax = submission.call("qlora.quantize_nf4", w, 64)
     ref_packed, ref_absmax, _ = bnb_quantize(w, 64)
     assert torch.equal(absmax, ref_absmax), f"absmax {absmax.tolist()} != bitsandbytes' {ref_absmax.tolist()}"
     rows = [i for i in range(len(blocks)) if not torch.equal(packed.view(len(blocks), 32)[i], ref_packed.view(len(blocks), 32)[i])]
-    assert not rows, f"codes differ from bitsandbytes' in edge block(s) {rows} (0: zeros, 1: constant, 2: spike, 3: midpoints, 4: tiny, 5: outlier)"
+    assert not rows, f"codes differ from bitsandbytes' in edge block(s) {rows} (0: zeros, 1: constant, 2: spike, 3: midpoints, 4: tiny, 5: outlier, 6: 1/absmax)"
 
 
 @pytest.mark.task("1.2")

@@ -12,10 +12,9 @@ Run the tests: ``pytest`` in this folder, or ``course check qlora [--task N.M]``
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import resource
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -214,7 +213,8 @@ class Linear4bit(nn.Module):
 
         Quantise the weight with :func:`quantize_nf4` (the codes must be exactly those of the
         weight); with ``double_quant`` store the absmax through :func:`double_quantize`.
-        The new layer's buffers live on the weight's device.
+        Build the layer with ``cls(...)`` on the weight's device, then fill its buffers: assigning a
+        tensor to a buffer's name (``layer.packed = packed``) replaces that buffer.
         """
         # BEGIN SOLUTION
         weight = linear.weight.detach()
@@ -396,7 +396,12 @@ def peak_memory_bytes(device: torch.device) -> int:
     """Peak GPU memory allocated since the last reset; on the CPU the process's peak RSS (given)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    try:
+        import resource
+    except ImportError:   # Windows has no getrusage
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)   # bytes on macOS, KiB on Linux
 
 
 # Task 4.1
