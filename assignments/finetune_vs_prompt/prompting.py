@@ -4,7 +4,7 @@ In-context learning puts the skill in the prompt: an instruction and a few worke
 again with every call. Two limits follow: the examples must fit the model's context window, and
 every call pays for their tokens. Token counts are always measured with a real tokenizer.
 
-The running task (the seed's scenario 4): pull ``flight_number``, ``departure_time`` and ``gate``
+The running task (scenario 4 of the activity notebook): pull ``flight_number``, ``departure_time`` and ``gate``
 out of flight-confirmation emails whose format varies slightly from airline to airline.
 """
 
