@@ -207,15 +207,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     parser.add_argument("--scheduler", default=None, help="use this Dask scheduler instead of a LocalCluster")
     parser.add_argument("--keep", type=Path, default=None, help="build everything here and keep it")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="local judges without gc.freeze() (the Dask workers' judges always use it)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if not args.no_freeze:  # like for like: the local judges get what the Dask workers' judges get
+        from course.grading.dask_executor import _freeze_heap_in_forked_children
+        _freeze_heap_in_forked_children()
     slugs = args.assignments.split(",") if args.assignments else \
         ["vecops", *[s for s in CPU_ASSIGNMENTS if complete(ROOT, s)]]
     modes = args.modes.split(",")
     work = args.keep or Path(tempfile.mkdtemp(prefix="class-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        print(f"course {', '.join(slugs)}; {args.students} students each; {os.cpu_count()} CPUs; in {work}", flush=True)
+        print(f"course {', '.join(slugs)}; {args.students} students each; {os.cpu_count()} CPUs; in {work}; "
+              f"local judges {'without' if args.no_freeze else 'with'} gc.freeze()", flush=True)
         base = build_course(work / "base", slugs)
         kinds = make_class(base, slugs, args.students)
         runs = []

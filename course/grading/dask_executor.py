@@ -26,6 +26,7 @@ started with ``--resources GPU=1`` receive it; CPU-only workers never do.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import importlib.util
@@ -211,6 +212,7 @@ class JudgePool(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         self.lock = threading.Lock()
         self.executors: dict[tuple, Any] = {}
+        _freeze_heap_in_forked_children()
         # The judges' and fork servers' scratch folders live (and die) with the worker's own folder,
         # which Dask deletes when the worker closes, or on the next start if the worker was killed.
         tempfile.tempdir = str(worker.local_directory)
@@ -230,6 +232,21 @@ class JudgePool(WorkerPlugin):
             if executor is None:
                 executor = self.executors[key] = LocalExecutor(1, **settings)
             return executor.run([job], on_start=on_start)[0], executor.isolation_note
+
+
+_FREEZE_REGISTERED: list[bool] = []
+
+
+def _freeze_heap_in_forked_children() -> None:
+    """Judges forked from this worker move the inherited heap out of the garbage collector's sight.
+
+    pytest runs full collections when a session ends; in a child forked from a process holding
+    torch, transformers and Dask, each one walks (and, copy-on-write, copies) the whole inherited
+    heap: most of a small submission's judge time. ``gc.freeze()`` in the child is O(1).
+    """
+    if not _FREEZE_REGISTERED:
+        os.register_at_fork(after_in_child=gc.freeze)
+        _FREEZE_REGISTERED.append(True)
 
 
 class GraderPlugin(WorkerPlugin):
