@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 
-import public_probes as probes
+import lora_probes as probes
 
 
 def _linear(rng, in_f, out_f):

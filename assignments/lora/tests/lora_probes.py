@@ -3,7 +3,7 @@
 When the course grades your work, your code runs in a separate, sandboxed process and only data
 (tensors, numbers, strings, lists and dicts of them) comes back to the tests. A test that needs
 an object (a LoRALinear, a model after inject_lora) therefore asks one of these functions to
-build it and report on it: ``submission.run(public_probes.layer_facts, 6, 5, 2)``. With plain
+build it and report on it: ``submission.run(lora_probes.layer_facts, 6, 5, 2)``. With plain
 ``pytest`` they simply run in the test's process, so you can debug them with pdb.
 """
 
