@@ -42,6 +42,22 @@ def test_tensors_cross_with_dtype_shape_and_values(dtype):
     assert torch.equal(out["view"], t[:, 1]) and out["empty"].shape == (0, 2)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: torch.arange(24.0).reshape(2, 3, 4)[:, 1],           # a view with an offset
+    lambda: torch.arange(24.0).reshape(2, 3, 4).transpose(0, 2),  # not contiguous
+    lambda: torch.arange(10)[::3],                                # strided
+    lambda: torch.tensor(True),                                   # 0-d bool
+    lambda: torch.zeros(0, 3, dtype=torch.bfloat16),              # empty
+    lambda: torch._neg_view(torch.ones(3)),                       # a lazily negated view
+    lambda: torch.ones(2, requires_grad=True) * 2,                # part of a graph
+])
+def test_every_tensor_layout_crosses_as_its_values(make):
+    t = make()
+    out = wire.roundtrip(t)
+    assert type(out) is torch.Tensor and out.dtype == t.dtype and out.shape == t.shape
+    assert torch.equal(out, t.detach()) and not out.requires_grad
+
+
 def test_look_alikes_become_plain_values():
     class Liar(torch.Tensor):
         pass

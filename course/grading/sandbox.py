@@ -91,7 +91,7 @@ MEMORY_EXACT_EVERY = 0.5      # at most this often per worker, the exact (costli
 # Linux constants (not all exposed by the os module on Python 3.10/3.11)
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 24, 38, 36
 
 
@@ -492,6 +492,9 @@ def zygote_main(cfg: dict[str, Any]) -> None:
             pass  # a missing optional library only costs the workers the import later
     from course.grading import worker  # noqa: F401  (imported before any fork)
     cfg["seccomp"] = _seccomp_filter()  # built once here; each worker only loads it
+    import gc
+    gc.collect()
+    gc.freeze()  # the preloaded heap: never traversed by a worker's collector, so never copied on write
     if cfg["strong"]:
         cfg["pidns"] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     else:  # orphans of weak workers (setsid and double forks) are re-parented here, to be killed
