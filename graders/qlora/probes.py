@@ -224,15 +224,58 @@ def _peft_reload(base, adapter_dir):
     return model, {"peft_layers": layers, "matched": matched, "nonzero_B": nonzero_b, "saved_tensors": len(saved)}
 
 
-def train_course_backend(cfg, texts, steps, lr, r, alpha, batch_size, seq_len):
-    """train_qlora(backend="course") on the CPU, then the adapter reloaded with peft onto the base."""
+def _watch_training(qlora):
+    """Wrap load_for_training and save_adapter (train_qlora calls both) to see the trained model:
+    what requires grad, which parameters received gradients, and the stored codes at the end."""
+    seen = {"loaded": False, "saved": False, "grad_received": set()}
+    load, save = qlora.load_for_training, qlora.save_adapter
+
+    def watched_load(*args, **kwargs):
+        model = load(*args, **kwargs)
+        seen["loaded"] = True
+        seen["requires_grad"] = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+        seen["lora"] = sorted(n for n, _ in model.named_parameters() if "lora_" in n)
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(lambda t, name=name: seen["grad_received"].add(name))
+        return model
+
+    def watched_save(model, *args, **kwargs):
+        seen["saved"] = True
+        seen["codes"] = {name: m.packed.detach().clone() for name, m in model.named_modules()
+                         if isinstance(m, qlora.Linear4bit)}
+        return save(model, *args, **kwargs)
+
+    qlora.load_for_training, qlora.save_adapter = watched_load, watched_save
+    return seen, (load, save)
+
+
+def train_course_backend(cfg, texts, steps, lr, r, alpha, batch_size, seq_len, watch=False):
+    """train_qlora(backend="course") on the CPU, then the adapter reloaded with peft onto the base.
+
+    With ``watch``: also what the trained model looked like (see _watch_training), and the base
+    model's linear weights as saved (bfloat16), for the tests to quantise with bitsandbytes.
+    """
     import qlora
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
         out_dir = os.path.join(tmp, "adapter")
-        result = qlora.train_qlora(model_dir, list(texts), output_dir=out_dir, backend="course", steps=steps, r=r,
-                                   alpha=alpha, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=0, device="cpu")
+        seen, originals = _watch_training(qlora) if watch else (None, None)
+        try:
+            result = qlora.train_qlora(model_dir, list(texts), output_dir=out_dir, backend="course", steps=steps,
+                                       r=r, alpha=alpha, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=0,
+                                       device="cpu")
+        finally:
+            if originals:
+                qlora.load_for_training, qlora.save_adapter = originals
+        if watch:
+            weights = load_file(os.path.join(model_dir, "model.safetensors"))
+            seen["grad_received"] = sorted(seen["grad_received"])
+            seen["base_weights"] = {k[:-len(".weight")]: v for k, v in weights.items()
+                                    if k.endswith("_proj.weight")}
+            return {"watch": seen, "losses": result.get("losses") if isinstance(result, dict) else None}
         result = dict(result) if isinstance(result, dict) else {"not_a_dict": type(result).__name__}
         adapter_dir = str(result.pop("adapter_dir", ""))
         files, config = _adapter_files(adapter_dir)

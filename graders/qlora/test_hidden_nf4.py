@@ -124,8 +124,10 @@ def test_dequantize_default_dtype_and_round_trip(submission, rng):
     """Default dtype bfloat16; quantise-then-dequantise errs by at most half the widest code gap."""
     w = weights(rng, (40, 128), torch.float32)
     packed, absmax = submission.call("qlora.quantize_nf4", w)
-    out = submission.call("qlora.dequantize_nf4", packed, absmax, (40, 128))
-    assert out.dtype == torch.bfloat16, f"the default dtype is bfloat16, got {out.dtype}"
+    default = submission.call("qlora.dequantize_nf4", packed, absmax, (40, 128))
+    assert default.dtype == torch.bfloat16, f"the default dtype is bfloat16, got {default.dtype}"
+    out = submission.call("qlora.dequantize_nf4", packed, absmax, (40, 128), 64, torch.float32)
+    torch.testing.assert_close(default, out.to(torch.bfloat16), rtol=0, atol=0)
     code = bnb_functional.get_4bit_type("nf4", device="cpu")
     half_gap = float((code[1:] - code[:-1]).max()) / 2
     scale = absmax.repeat_interleave(64).view(40, 128)

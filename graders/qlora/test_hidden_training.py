@@ -11,6 +11,7 @@ forward pass before training. The GPU probe reloads the adapter onto a *fresh* 4
 
 import pytest
 import torch
+from bitsandbytes import functional as bnb_functional
 
 import probes
 
@@ -48,7 +49,7 @@ def falls(losses, fraction):
 # ------------------------------------------------------------------ CPU: the course backend
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 @pytest.mark.timeout(120)
 def test_course_training_grads_reach_only_lora(submission, rng):
     got = submission.run(probes.course_training_steps, TINY, memorisable(rng, 4), 6, 1e-2, 8, 16)
@@ -65,7 +66,7 @@ def test_course_training_grads_reach_only_lora(submission, rng):
 
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 @pytest.mark.timeout(120)
 def test_course_training_keeps_the_codes_and_learns(submission, rng):
     got = submission.run(probes.course_training_steps, TINY, memorisable(rng, 4), 8, 1e-2, 8, 16)
@@ -76,7 +77,7 @@ def test_course_training_keeps_the_codes_and_learns(submission, rng):
 
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 @pytest.mark.timeout(120)
 def test_train_qlora_course_backend(submission, rng):
     got = submission.run(probes.train_course_backend, TINY, memorisable(rng, 8), 16, 1e-2, 8, 16, 4, 48)
@@ -93,6 +94,28 @@ def test_train_qlora_course_backend(submission, rng):
     assert result["total_params"] == weights + embeddings + norms + lora_params(TINY, 8), \
         f"total_params {result['total_params']}: the 4-bit weights count as out*in parameters each"
     assert result["tokens_per_second"] > 0 and result["peak_memory_bytes"] > 0
+
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(3)
+@pytest.mark.timeout(120)
+def test_train_qlora_course_backend_trains_only_lora_on_fixed_codes(submission, rng):
+    """Inside train_qlora itself: only A and B require and receive gradients, and after training the
+    stored codes are still exactly bitsandbytes' NF4 codes of the base model's weights."""
+    got = submission.run(probes.train_course_backend, TINY, memorisable(rng, 4), 4, 1e-2, 8, 16, 4, 32, watch=True)
+    seen = got["watch"]
+    assert seen["loaded"] and seen["saved"], "train_qlora must call load_for_training and save_adapter"
+    lora = set(seen["lora"])
+    assert len(lora) == 2 * 7 * TINY["layers"], f"expected A and B on 14 layers, got {len(lora)} LoRA parameters"
+    assert set(seen["requires_grad"]) == lora, f"requires grad: {sorted(set(seen['requires_grad']) ^ lora)[:5]}"
+    assert set(seen["grad_received"]) == lora, f"gradients: {sorted(set(seen['grad_received']) ^ lora)[:5]}"
+    codes = seen["codes"]
+    assert len(codes) == len(seen["base_weights"]), f"{len(codes)} Linear4bit layers for {len(seen['base_weights'])} linears"
+    for layer, weight in seen["base_weights"].items():
+        mine = [c for name, c in codes.items() if name == layer or name.startswith(layer + ".")]
+        assert len(mine) == 1, f"no single Linear4bit inside {layer}"
+        packed, _ = bnb_functional.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+        assert torch.equal(mine[0], packed.reshape(-1)), f"{layer}: the codes after training are not the NF4 codes of its weight"
 
 
 @pytest.mark.task("4.2")
