@@ -1,6 +1,6 @@
 """In-context learning versus fine-tuning, measured: SmolLM2-135M-Instruct on the flight emails.
 
-    python experiments/icl_vs_ft.py                      # about 15 minutes on 2 CPU cores
+    python experiments/icl_vs_ft.py                      # about 30 minutes on one busy CPU thread
     python experiments/icl_vs_ft.py --test 10 --steps 20 # a quicker, noisier run
 
 Prints, for 0-, 2- and 8-shot prompting and for the LoRA fine-tuned model (0-shot prompt):
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"A ${args.finetune_cost:.2f} fine-tuning run saves {saved} prompt tokens per call against the longest "
           f"prompt: it pays for itself after {calls:,} calls.")
-    print(f"(LoRA training here: {train_time:.0f} s on {args.threads} CPU threads; whole run "
+    print(f"(LoRA training here: {train_time:.0f} s on {args.threads} CPU thread(s); whole run "
           f"{time.monotonic() - started:.0f} s)")
     return 0
 
