@@ -174,6 +174,7 @@ def test_grader_bundle_is_deterministic_and_checked(tmp_path):
     (course_dir / "assignments" / "vecops" / "data" / "inputs.json").write_text("[1, 2]")
     (course_dir / "solutions" / "attention").mkdir()
     (course_dir / "solutions" / "attention" / "attention.py").write_text("def f():\n    return 1\n")
+    (course_dir / "conftest.py").write_text("")  # pytest loads it above the tests: it goes along
     spec = spec_for(api.load_course(course_dir / "course.yml"), "vecops")
     bundle = pack_bundle(spec)
     assert bundle == pack_bundle(spec)
@@ -181,7 +182,7 @@ def test_grader_bundle_is_deterministic_and_checked(tmp_path):
     root = unpack_bundle(bundle.data, bundle.sha256, tmp_path / "ok")
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == ["assignments/vecops/README.md", "assignments/vecops/data/inputs.json",
-                     "assignments/vecops/tests/test_vecops.py", "assignments/vecops/vecops.py",
+                     "assignments/vecops/tests/test_vecops.py", "assignments/vecops/vecops.py", "conftest.py",
                      "graders/vecops/probes.py", "graders/vecops/test_hidden_vecops.py",
                      "solutions/attention/attention.py", "solutions/vecops/vecops.py"]
     tampered = bytearray(bundle.data)

@@ -142,14 +142,11 @@ def bundle_trees(spec: GraderSpec) -> list[tuple[Path, str]]:
 
 
 def _conftests(spec: GraderSpec) -> list[tuple[Path, str]]:
-    found = []
-    for path, name in ((spec.root / "conftest.py", "conftest.py"),
-                       (spec.hidden.parent / "conftest.py", "graders/conftest.py"),
-                       (spec.root / "assignments" / "conftest.py", "assignments/conftest.py"),
-                       (spec.public.parent / "conftest.py", f"assignments/{spec.slug}/conftest.py")):
-        if path.is_file() and name not in {n for _, n in found}:
-            found.append((path, name))
-    return found
+    """The ``conftest.py`` files pytest loads between the course folder and the bundled folders."""
+    candidates = ((spec.root / "conftest.py", "conftest.py"),
+                  (spec.hidden.parent / "conftest.py", "graders/conftest.py"),
+                  (spec.root / "assignments" / "conftest.py", "assignments/conftest.py"))
+    return [(path, name) for path, name in candidates if path.is_file()]
 
 
 def pack_bundle(spec: GraderSpec) -> Bundle:
