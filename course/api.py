@@ -434,3 +434,43 @@ def manual_items(path: Path) -> list[tuple[str, float]]:
 
 def _manual_points(course: Course, slug: str) -> float:
     return sum(points for _, points in manual_items(course.paths.graders / slug / "manual.json"))
+
+
+# ------------------------------------------------------------------ notebooks (nbgrader's formgrader)
+
+def stage_formgrader(course: Course, slug: str, nbgrader_root: Path, assignment: str | None = None) -> list[str]:
+    """Put every latest submission's notebook of ``slug`` into an nbgrader course for the formgrader.
+
+    The notebook is the one ``graders/<slug>/manual.json`` names (``"<notebook>/<cell>"``); nbgrader
+    runs no student code (see :func:`course.notebooks.stage_for_formgrader`).
+    """
+    from course import notebooks
+    items = manual_items(course.paths.graders / slug / "manual.json")
+    if not items:
+        raise CourseError(f"{course.paths.graders / slug / 'manual.json'}: {slug} has no manually graded parts")
+    notebook = items[0][0].split("/", 1)[0] + ".ipynb"
+    submissions = {}
+    with open_gradebook(course) as gb:
+        for sub in gb.submissions([slug]):
+            path = course.paths.root / sub.path / notebook
+            if path.is_file():
+                submissions[sub.student] = path
+    return notebooks.stage_for_formgrader(Path(nbgrader_root), assignment or slug, submissions)
+
+
+def import_manual_scores(course: Course, slug: str, nbgrader_db: Path, assignment: str | None = None) -> list[Any]:
+    """Copy the TAs' scores of the written parts from nbgrader's gradebook into the course gradebook.
+
+    Only cells listed in ``graders/<slug>/manual.json`` count; a cell a TA has not graded stays
+    'needs manual grading'. Returns the imported records.
+    """
+    from course import notebooks
+    wanted = dict(manual_items(course.paths.graders / slug / "manual.json"))
+    records = [r for r in notebooks.manual_scores(nbgrader_db, assignment or slug) if r.cell in wanted]
+    with open_gradebook(course) as gb:
+        known = set(gb.students())
+        for r in records:
+            if r.student not in known:
+                raise CourseError(f"{nbgrader_db}: student {r.student!r} is not in the course gradebook")
+            gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader")
+    return records

@@ -351,6 +351,36 @@ def gradescope_build(slug: str, out: Path, allow_weak_isolation: bool, course_fi
 
 
 @main.group()
+def notebooks() -> None:
+    """Written notebook answers: nbgrader's formgrader for TAs, scores back into the gradebook."""
+
+
+@notebooks.command("stage")
+@click.argument("slug")
+@click.option("--nbgrader-root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The nbgrader course folder (with source/<assignment>/) the formgrader serves.")
+@click.option("--nbgrader-assignment", default=None, help="nbgrader's name of the assignment (default: SLUG).")
+@COURSE_OPTION
+def notebooks_stage(slug: str, nbgrader_root: Path, nbgrader_assignment: str | None, course_file: Path | None) -> None:
+    """Put the latest submitted notebooks of SLUG into nbgrader for manual grading (no student code runs)."""
+    staged = api.stage_formgrader(_course(course_file), slug, nbgrader_root, nbgrader_assignment)
+    console.print(f"staged {len(staged)} notebook(s) for the formgrader: {', '.join(staged)}")
+
+
+@notebooks.command("import-manual")
+@click.argument("slug")
+@click.option("--nbgrader-db", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="nbgrader's gradebook.db, where TAs' scores are.")
+@click.option("--nbgrader-assignment", default=None, help="nbgrader's name of the assignment (default: SLUG).")
+@COURSE_OPTION
+def notebooks_import(slug: str, nbgrader_db: Path, nbgrader_assignment: str | None, course_file: Path | None) -> None:
+    """Copy TAs' scores of SLUG's written parts from nbgrader into the course gradebook."""
+    records = api.import_manual_scores(_course(course_file), slug, nbgrader_db, nbgrader_assignment)
+    pending = sum(1 for r in records if r.score is None)
+    console.print(f"imported {len(records)} manual score(s); {pending} still need manual grading")
+
+
+@main.group()
 def models() -> None:
     """Models the assignments run on, prepared offline from PyPI packages."""
 
