@@ -112,6 +112,7 @@ class GradeReport:
     isolation_note: str = ""
     executor: str = "local"
     wall_seconds: float = 0.0
+    cluster: dict[str, Any] | None = None      # the Dask executor's summary: workers, dashboard, rescheduled
 
     @property
     def errors(self) -> list[GradeRow]:
@@ -174,14 +175,16 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
           device: str = "cpu", require_isolation: bool = False, executor: str | None = None,
           scheduler: str | None = None, on_plan: Callable[[int, int], None] | None = None,
           on_start: Callable[[Job], None] | None = None,
-          on_done: Callable[[GradeRow], None] | None = None) -> GradeReport:
+          on_done: Callable[[GradeRow], None] | None = None,
+          on_executor: Callable[[Any], None] | None = None) -> GradeReport:
     """Grade every latest attempt; each submission is recorded in one transaction as it finishes."""
     import time
     t0 = time.monotonic()
     if slugs:
         for s in slugs:
             course.assignment(s)
-    _check_device(device)
+    if (executor or course.executor.kind) != "dask":
+        _check_device(device)   # a Dask coordinator needs no GPU: its GPU workers check for themselves
     report_ = GradeReport()
     with open_gradebook(course) as gb:
         planned, skipped = plan_grading(course, gb, slugs, students, force=force, only_pending=only_pending)
@@ -194,6 +197,8 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
         ex = make_executor(course, executor=executor, jobs=jobs, backend=backend, device=device,
                            require_isolation=require_isolation, scheduler=scheduler)
         report_.executor = ex.name
+        if on_executor:
+            on_executor(ex)
 
         def record(result: JobResult) -> None:
             row = _record(gb, result, backend=backend, device=device)
@@ -204,6 +209,7 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
             ex.run(planned, on_start=on_start, on_done=record)
         finally:
             report_.isolation_note = getattr(ex, "isolation_note", "")
+            report_.cluster = ex.summary() if hasattr(ex, "summary") else None
             ex.close()
     report_.wall_seconds = time.monotonic() - t0
     return report_

@@ -170,7 +170,9 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
     try:
         rep = api.grade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
                         only_pending=only_pending, device=device, require_isolation=require_isolation,
-                        executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done)
+                        executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done,
+                        on_executor=lambda ex: getattr(ex, "dashboard_link", None)
+                        and progress.console.print(f"Dask dashboard: {ex.dashboard_link}"))
     finally:
         progress.stop()
     if rep.isolation_note:
@@ -183,6 +185,15 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
                       f"{r.points:.2f}/{r.max_points:.2f}" if r.status != "error" else "-",
                       str(r.pending or ""), r.isolation or "", f"{r.seconds:.1f}")
     console.print(table)
+    if rep.cluster and rep.cluster.get("workers"):
+        workers = Table(title="workers")
+        for col in ("worker", "graded", "errors", "seconds"):
+            workers.add_column(col)
+        for name, w in sorted(rep.cluster["workers"].items()):
+            workers.add_row(str(name), str(w.get("graded", 0)), str(w.get("errors", 0)), f"{w.get('seconds', 0):.1f}")
+        console.print(workers)
+        if rep.cluster.get("rescheduled"):
+            console.print(f"re-run after a lost worker: {', '.join(map(str, rep.cluster['rescheduled']))}")
     if rep.errors:
         err_console.print(f"{len(rep.errors)} submission(s) could not be graded; re-run `course grade` to retry")
         sys.exit(3)

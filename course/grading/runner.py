@@ -8,9 +8,11 @@ server. A judge writes its results as JSON; only this coordinating process write
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import re
 import secrets
 import select
 import shutil
@@ -76,12 +78,25 @@ class JobResult:
         return sum(r.max_points for r in self.results)
 
 
-def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assignment: Assignment) -> str:
-    """Hash of the hidden tests, the instructor's public tests, points/limits and the engine's version."""
+def oracle_solutions(graders: Path, solutions: Path, slug: str) -> list[Path]:
+    """``solutions/<other>`` folders that ``graders/<slug>`` loads as oracles (named in its files)."""
+    if not solutions.is_dir() or not (graders / slug).is_dir():
+        return []
+    text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in (graders / slug).rglob("*.py"))
+    return [d for d in sorted(solutions.iterdir())
+            if d.is_dir() and d.name != slug and re.search(rf"\b{re.escape(d.name)}\b", text)
+            and "solutions" in text]
+
+
+def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assignment: Assignment,
+                   solutions: Path | None = None) -> str:
+    """Hash of the hidden tests, the instructor's public tests, the solutions they use as oracles,
+    points/limits and the engine's version."""
     h = hashlib.sha256()
     h.update(f"course {course.__version__}\n".encode())
     h.update(json.dumps({"points": assignment.points, "limits": asdict(assignment.limits)}, sort_keys=True).encode())
-    for base in (graders / slug, assignments / slug / "tests"):
+    oracles = oracle_solutions(graders, solutions, slug) if solutions is not None else []
+    for base in (graders / slug, assignments / slug / "tests", *oracles):
         if not base.is_dir():
             continue
         for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -97,7 +112,7 @@ def spec_for(course_: Course, slug: str) -> GraderSpec:
     if not hidden.is_dir():
         raise GradingError(f"{hidden}: no hidden tests for assignment {slug!r} (is --graders right?)")
     return GraderSpec(slug=slug, root=p.root, hidden=hidden, public=p.assignments / slug / "tests",
-                      limits=a.limits, version=grader_version(p.root, slug, p.graders, p.assignments, a))
+                      limits=a.limits, version=grader_version(p.root, slug, p.graders, p.assignments, a, p.solutions))
 
 
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
@@ -254,6 +269,7 @@ class LocalExecutor:
         if pid == 0:  # the judge child: never returns
             code = 70
             try:
+                gc.freeze()   # the parent's heap is never collected here: pytest's gc passes become cheap
                 os.close(read_fd)
                 os.setpgid(0, 0)
                 _die_with_parent()
