@@ -34,9 +34,9 @@ from course.config import Limits
 from course.grading import wire
 from course.grading.failures import (BadReply, SubmissionError, SubmissionFailure, SubmissionTimeout,
                                      WorkerCrashed, submission_error)
+from course.grading.results import OUTCOMES, TestResult  # noqa: F401  (re-exported)
 from course.grading.worker import Worker, describe_exception
 
-OUTCOMES = ("passed", "failed", "error", "timeout", "pending", "skipped")
 PENDING_PREFIX = "pending: "
 MAX_PUBLIC_MESSAGE = 2000
 
@@ -154,23 +154,6 @@ class Submission:
 
 
 # ------------------------------------------------------------------ results
-
-@dataclass
-class TestResult:
-    __test__ = False  # not a pytest test class
-
-    test_id: str
-    name: str
-    task: str | None
-    hidden: bool
-    outcome: str
-    points: float
-    max_points: float
-    message: str = ""
-    detail: str = ""
-    location: str | None = None
-    duration: float = 0.0
-
 
 @dataclass
 class _Record:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import course
 from course.config import Assignment, Course, Limits
 from course.errors import GradingError
-from course.grading.judge import TestResult
+from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
 EXIT_INFRA = 75               # a judge child's exit code when the sandbox itself failed

@@ -1,0 +1,28 @@
+"""One test's result as plain data: what a judge reports and the gradebook records.
+
+Kept apart from the pytest plugin so that the runner, the CLI and the reports need neither pytest
+nor torch to handle results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OUTCOMES = ("passed", "failed", "error", "timeout", "pending", "skipped")
+
+
+@dataclass
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    test_id: str
+    name: str
+    task: str | None
+    hidden: bool
+    outcome: str
+    points: float
+    max_points: float
+    message: str = ""
+    detail: str = ""
+    location: str | None = None
+    duration: float = 0.0
