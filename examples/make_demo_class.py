@@ -17,6 +17,7 @@ committed demo class is what this script produces.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -62,6 +63,23 @@ except Exception:
 '''
 
 
+def answered_notebook(student_text: str, source: Path) -> str:
+    """The student's notebook with every answer cell filled in from the nbgrader source notebook."""
+    answers = {}
+    for cell in json.loads(source.read_text(encoding="utf-8"))["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution"):
+            lines = [ln for ln in "".join(cell["source"]).splitlines(keepends=True)
+                     if ln.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")]
+            answers[meta["grade_id"]] = "".join(lines).rstrip("\n")
+    notebook = json.loads(student_text)
+    for cell in notebook["cells"]:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell["source"] = answers[grade_id]
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
 def _main_module(slug: str) -> Path:
     """The solution module a bug or crash goes into: the first one in the folder."""
     return sorted((ROOT / "solutions" / slug).glob("*.py"))[0]
@@ -82,6 +100,9 @@ def student_files(slug: str, student: str, bugs: dict) -> dict[str, str]:
     for extra in sorted((ROOT / "assignments" / slug).iterdir()):
         if extra.is_file() and extra.suffix not in (".py", ".md") and extra.name not in out:
             out[extra.name] = extra.read_text(encoding="utf-8")  # e.g. a notebook handed out to students
+            source = sol_dir / extra.name
+            if extra.suffix == ".ipynb" and source.is_file() and student in ("ada", "dev", "eve"):
+                out[extra.name] = answered_notebook(out[extra.name], source)
     main = _main_module(slug).name
     if student == "dev":
         bug = bugs[slug]
