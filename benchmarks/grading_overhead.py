@@ -25,7 +25,6 @@ from /proc: independent of how loaded the machine is). The fork server's start-u
 
     python benchmarks/grading_overhead.py                       # attention, 8 copies
     python benchmarks/grading_overhead.py --n 4 --assignment vecops --skip-nbgrader
-    python benchmarks/grading_overhead.py --freeze-heap         # gc.freeze() before forking judges
 
 nbgrader shells out to ``alembic``: the venv's bin folder is put on PATH here.
 """
@@ -34,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import gc
 import os
 import resource
 import shutil
@@ -424,8 +422,6 @@ def main() -> None:
     parser.add_argument("--nbgrader-n", type=int, default=None, help="submissions for nbgrader's API (default n)")
     parser.add_argument("--cli-n", type=int, default=2, help="submissions for nbgrader's CLI")
     parser.add_argument("--skip-nbgrader", action="store_true")
-    parser.add_argument("--freeze-heap", action="store_true",
-                        help="gc.freeze() after the preload, so judges' gc.collect() skips the preloaded heap")
     args = parser.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -433,11 +429,9 @@ def main() -> None:
     from course.grading import runner
     from course.grading.sandbox import strong_isolation_available
     runner.preload()
-    if args.freeze_heap:
-        gc.freeze()
     strong, why = strong_isolation_available()
     print(f"{args.assignment}: {args.n} copies of the solution; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}; "
-          f"isolation {'strong' if strong else 'weak (' + why + ')'}; freeze-heap {args.freeze_heap}")
+          f"isolation {'strong' if strong else 'weak (' + why + ')'}")
     with tempfile.TemporaryDirectory(prefix="course-overhead-") as tmp:
         tmp = Path(tmp)
         course_dir, klass = build_course(tmp, args.assignment, args.n)

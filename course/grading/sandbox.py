@@ -245,7 +245,7 @@ class ZygotePool:
             raise IsolationError(f"strong isolation is required but unavailable: {reason}")
         if ok:
             try:
-                return cls._launch(jobs, True, "", ro_paths, device, preload)
+                return cls._launch(jobs, True, "", ro_paths, device, preload)._checked()
             except GradingError as exc:
                 if require_isolation:
                     raise IsolationError(f"strong isolation is required but bubblewrap failed: {exc}") from None
@@ -303,6 +303,33 @@ class ZygotePool:
         if proc.stderr is not None:  # drain so the zygote never blocks on a full pipe
             threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
         return pool
+
+    def _checked(self) -> "ZygotePool":
+        """Start one worker on an empty submission and ping it: a machine where bubblewrap runs but
+        the worker cannot enter its sandbox (no overlay, no namespaces) is found here, once."""
+        empty = self.run_dir / "self-test"
+        empty.mkdir()
+        try:
+            backend = SandboxBackend(self.slot(0), empty, Limits(), "cpu")
+            try:
+                frame = wire.dumps({"op": "ping"})
+                sock = backend._ensure()
+                wire.send_frame(sock, frame, SETUP_TIMEOUT)
+                if wire.recv(sock, 4096, SETUP_TIMEOUT) != {"ok": True, "value": "pong"}:
+                    raise GradingError("the sandbox's self-test worker did not answer its ping")
+            finally:
+                backend.close()
+                self.slot(0).kill_all()
+        except (SandboxUnavailable, wire.WireError, OSError) as exc:
+            self.close()
+            raise GradingError(f"a sandboxed worker could not start: {exc}") from None
+        except GradingError:
+            self.close()
+            raise
+        finally:
+            INFRASTRUCTURE_ERRORS.clear()
+            shutil.rmtree(empty, ignore_errors=True)
+        return self
 
     def slot(self, index: int = 0) -> SlotClient:
         return self.slots[index]
@@ -862,7 +889,7 @@ def _worker_child(msg: dict[str, Any], data_fd: int, cfg: dict[str, Any]) -> int
     limits = Limits(**msg["limits"])
     strong = cfg["strong"]
     os.setsid()
-    _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the zygote gone: the worker too
+    _prctl_quiet(PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote gone: the worker too (Linux)
     if strong:  # already the init of its own PID namespace: when it dies, everything it started dies
         _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
         root = _enter_mounts(msg["copy"], cfg["scratch"], int(msg["uid"]), limits)
