@@ -63,6 +63,11 @@ def inherited():
     return {{"fds": fds, "env": dict(os.environ), "cmdline": open("/proc/self/cmdline", "rb").read()}}
 
 
+def import_value(name):
+    import importlib
+    return importlib.import_module(name).VALUE
+
+
 def exists(paths):
     return [os.path.exists(p) for p in paths]
 
@@ -274,6 +279,28 @@ def test_nothing_outside_the_interpreter_and_the_submission_is_visible(strong, t
     paths = [str(hidden), str(HERE.parent / "course"), str(TOY / "graders"), "/etc/shadow", "/etc/passwd", sandbox.SANDBOX_SCRATCH + "/slot-0", sandbox.SANDBOX_SCRATCH + "/slot-1"]
     assert call(strong, "exists", paths) == [False] * len(paths)
     assert call(strong, "read", "data.txt") == "as collected"
+
+
+@needs_strong
+def test_an_interpreter_under_the_hosts_tmp_stays_importable(tmp_path, submission, monkeypatch):
+    """A CI runner may keep its checkout and virtual environment under /tmp, which every worker
+    replaces with its own: modules imported only after the fork must still be found."""
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    name = "lazy_" + TAG
+    (packages / f"{name}.py").write_text("VALUE = 42\n")
+    real = sandbox._site_packages
+    monkeypatch.setattr(sandbox, "_site_packages", lambda: [*real(), str(packages)])
+    pool = sandbox.ZygotePool.start(1, preload=(), require_isolation=True)
+    try:
+        backend = sandbox.SandboxBackend(pool.slot(0), submission, LIMITS, "cpu")
+        try:
+            assert call(backend, "import_value", name) == 42
+            assert call(backend, "exists", [str(packages)]) == [False]   # shown below /opt, not at /tmp
+        finally:
+            backend.close()
+    finally:
+        pool.close()
 
 
 @needs_strong

@@ -80,6 +80,7 @@ UID_LOCKS = "/tmp/.course-sandbox-uids"
 SANDBOX_SUBMISSION = "/submission"
 SANDBOX_SCRATCH = "/scratch"
 SANDBOX_PKG = "/opt/course-pkg"
+SANDBOX_HOST_TMP = "/opt/course-host-tmp"   # where the host's /tmp/... shows (the worker's /tmp is its own)
 READY_TIMEOUT = 180.0
 SETUP_TIMEOUT = 60.0
 MAX_COPY_BYTES = 512 * 2**20
@@ -120,6 +121,18 @@ def _stdlib_paths() -> list[str]:
     base = os.path.realpath(sys.base_prefix)
     return [p for p in sys.path if p and os.path.realpath(p).startswith(base + os.sep)
             and "site-packages" not in p and os.path.exists(p)]
+
+
+def _inside(path: str) -> str:
+    """Where a host path of the interpreter shows inside the strong sandbox.
+
+    Every worker mounts its own ``/tmp``, which would hide a virtual environment or checkout that
+    lives under the host's ``/tmp`` (a CI runner's, say): those are bound below ``/opt`` instead.
+    """
+    real = os.path.realpath(path)
+    if real == "/tmp" or real.startswith("/tmp/"):
+        return SANDBOX_HOST_TMP + real[len("/tmp"):]
+    return real
 
 
 def _stage_package(dest: Path) -> Path:
@@ -238,6 +251,8 @@ class ZygotePool:
     @classmethod
     def start(cls, jobs: int = 1, *, require_isolation: bool = False, ro_paths: tuple[str, ...] = (),
               device: str = "cpu", preload: tuple[str, ...] = PRELOAD, isolation: str = "auto") -> "ZygotePool":
+        """Start the fork server; ``ro_paths`` are extra host folders workers may read (a strong
+        sandbox shows one under the host's ``/tmp`` at ``_inside(path)``)."""
         ok, reason = strong_isolation_available()
         if isolation == "weak":
             ok, reason = False, "weak isolation was asked for"
@@ -267,14 +282,15 @@ class ZygotePool:
         ours, theirs = zip(*(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(jobs)))
         cfg = {
             "slots": [s.fileno() for s in theirs],
-            "path": [SANDBOX_PKG if strong else str(pkg), *_stdlib_paths(), *_site_packages()],
+            "path": ([SANDBOX_PKG, *(_inside(p) for p in [*_stdlib_paths(), *_site_packages()])] if strong
+                     else [str(pkg), *_stdlib_paths(), *_site_packages()]),
             "preload": list(preload),
             "strong": strong,
             "scratch": SANDBOX_SCRATCH if strong else str(scratch),
         }
         boot = ("import sys,json;cfg=json.loads(sys.argv[1]);sys.path[:]=cfg['path'];"
                 "from course.grading.sandbox import zygote_main;zygote_main(cfg)")
-        python = os.path.realpath(sys.executable)
+        python = _inside(sys.executable) if strong else os.path.realpath(sys.executable)
         argv = [python, "-I", "-S", "-B", "-c", boot, json.dumps(cfg)]
         env = _sandbox_env(threads=1)
         if strong:
@@ -495,7 +511,7 @@ def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str
             continue
         roots = [r for r in roots if not r.startswith(real + os.sep)] + [real]
     for real in sorted(roots):
-        _ro_bind_with_parents(argv, made, real)
+        _ro_bind_with_parents(argv, made, real, _inside(real))
     _ro_bind_with_parents(argv, made, str(pkg), SANDBOX_PKG)
     argv += ["--bind", str(scratch), SANDBOX_SCRATCH, "--perms", "0755", "--dir", SANDBOX_SUBMISSION]
     if device == "cuda":
