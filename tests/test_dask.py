@@ -159,6 +159,21 @@ def test_gpu_jobs_go_only_to_gpu_workers(collected, cluster):
     assert all(not r.ok and "CUDA is not available" in r.message for r in results)
 
 
+def test_a_run_that_makes_no_progress_ends_with_a_clear_error(collected, cluster, monkeypatch):
+    """GPU work with no GPU worker (the check for one skipped) is never placed: the run must end."""
+    from dataclasses import replace
+    spec = spec_for(api.load_course(collected / "course.yml"), "vecops")
+    spec = replace(spec, limits=replace(spec.limits, submission_timeout=1.0))
+    monkeypatch.setattr(dask_executor, "STALL_SLACK", 2.0)
+    ex = DaskExecutor(cluster[0].scheduler_address, device="cuda")
+    monkeypatch.setattr(ex, "_wait_for_workers", lambda: None)
+    try:
+        with pytest.raises(GradingError, match="no judge started or finished for 3 s with 1 submission still"):
+            ex.run([Job("alice/vecops", spec, collected / "submitted" / "alice" / "vecops" / "1")])
+    finally:
+        ex.close()
+
+
 # ------------------------------------------------------------------ no cluster needed
 
 def test_an_unreachable_scheduler_is_a_grading_error():

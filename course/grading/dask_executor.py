@@ -59,6 +59,7 @@ MAX_BUNDLE_BYTES = 256 * 2**20      # a grader bundle larger than this is refuse
 MAX_SUBMISSION_BYTES = 512 * 2**20  # the sandbox's own cap on a submission copy
 MAX_SUBMISSION_FILES = 5000
 WORKER_WAIT = 60.0                  # seconds to wait for a first worker (or a GPU worker) to join
+STALL_SLACK = 300.0                 # beyond the longest submission timeout: a run with no start or end is stuck
 _SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints")
 
 
@@ -541,6 +542,7 @@ class _Run:
         self.done: list[JobResult] = []
         self.finished: set[str] = set()
         self.events: queue.Queue = queue.Queue()
+        self.progress = time.monotonic()    # when a judge last started or finished
 
     def started_event(self, event: tuple[float, dict[str, str]]) -> None:
         """Called in the client's event loop thread: only queue it for the coordinating thread."""
@@ -548,6 +550,7 @@ class _Run:
 
     def started(self, job: Job, worker: str) -> None:
         self.ex.placements.setdefault(job.key, []).append(worker)
+        self.progress = time.monotonic()
         if self.on_start:
             self.on_start(job)
 
@@ -566,6 +569,7 @@ class _Run:
         if job.key not in self.ex.placements:  # its start event is still in flight: keep the order
             self.started(job, worker or "?")
         self.finished.add(job.key)
+        self.progress = time.monotonic()
         if worker is not None:
             c = self.ex.counts.setdefault(worker, WorkerCounts())
             c.graded += result.ok
@@ -578,7 +582,14 @@ class _Run:
     def wait(self) -> None:
         from distributed import as_completed
         pending = as_completed(self.futures, loop=self.ex.client.loop)
+        stall = max(job.spec.limits.submission_timeout for job in self.jobs.values()) + STALL_SLACK
         while not pending.is_empty():
+            if time.monotonic() - self.progress > stall:
+                left = len(self.jobs) - len(self.finished)
+                raise GradingError(
+                    f"--scheduler {self.ex.scheduler}: no judge started or finished for {stall:.0f} s with "
+                    f"{left} submission{'s' * (left != 1)} still to grade (are the workers alive, and do any "
+                    "offer what these jobs need?); what was graded is recorded: run again for the rest")
             self.drain()
             batch = pending.next_batch(block=False) if pending.has_ready() else []
             if not batch:

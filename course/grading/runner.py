@@ -117,8 +117,10 @@ def spec_for(course_: Course, slug: str) -> GraderSpec:
 
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
                 only: Sequence[str], ini: Path, quiet: bool = True) -> list[str]:
+    # no:faulthandler: a judge is a forked child; if the parent armed faulthandler's watchdog
+    # (pytest's faulthandler_timeout, say), the child's pytest would wait forever cancelling it.
     args = [
-        "-p", "course.grading.judge", "-p", "no:cacheprovider", "-p", "no:randomly",
+        "-p", "course.grading.judge", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:faulthandler",
         "-c", str(ini), "--rootdir", str(spec.root), "--confcutdir", str(spec.root),
         "--import-mode=prepend", "-o", "python_files=test_*.py", "-o", "addopts=",
         "--submission", str(submission), "--backend", backend,
