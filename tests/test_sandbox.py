@@ -490,3 +490,16 @@ def test_uid_blocks_are_claimed_in_turn_and_released(tmp_path, monkeypatch):
     assert again == sandbox.UID_BASE
     os.close(lock2)
     os.close(lock3)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_a_cuda_worker_has_no_address_space_limit(cuda):
+    """CUDA reserves tens of GiB of address space at start: RLIMIT_AS would stop it, so a GPU
+    worker is bounded by the memory watch alone."""
+    import resource
+    import subprocess
+    import sys
+    code = ("import resource; from course.config import Limits; from course.grading.sandbox import _set_rlimits;"
+            f"_set_rlimits(Limits(memory=2**31), False, cuda={cuda}); print(resource.getrlimit(resource.RLIMIT_AS)[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) == (resource.getrlimit(resource.RLIMIT_AS)[0] if cuda else 2**31)  # cuda: as this process

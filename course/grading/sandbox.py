@@ -917,7 +917,7 @@ def _worker_child(msg: dict[str, Any], data_fd: int, cfg: dict[str, Any]) -> int
     _close_fds_except(data_fd)
     os.environ.clear()
     os.environ.update(_sandbox_env(limits.threads))
-    _set_rlimits(limits, strong)
+    _set_rlimits(limits, strong, cuda=msg.get("device") == "cuda")
     if strong:
         _drop_privileges(int(msg["uid"]))
     if cfg.get("seccomp") is not None:
@@ -968,7 +968,9 @@ def _close_fds_except(keep: int) -> None:
     os.closerange(keep + 1, 65536)
 
 
-def _set_rlimits(limits: Limits, strong: bool) -> None:
+def _set_rlimits(limits: Limits, strong: bool, cuda: bool = False) -> None:
+    """The worker's rlimits. A CUDA worker gets no ``RLIMIT_AS``: the CUDA driver reserves far more
+    address space than it uses and fails to start under one; the memory watch still bounds it."""
     def setr(which: int, value: int) -> None:
         try:
             soft, hard = resource.getrlimit(which)
@@ -976,7 +978,8 @@ def _set_rlimits(limits: Limits, strong: bool) -> None:
             resource.setrlimit(which, (value, value))
         except (ValueError, OSError):
             pass
-    setr(resource.RLIMIT_AS, limits.memory)
+    if not cuda:
+        setr(resource.RLIMIT_AS, limits.memory)
     setr(resource.RLIMIT_FSIZE, limits.file_size)
     setr(resource.RLIMIT_NOFILE, limits.open_files)
     setr(resource.RLIMIT_CORE, 0)
