@@ -219,8 +219,9 @@ def _from_git(repo: Path, ref: str, dest: Path, who: str) -> dt.datetime:
     return when
 
 
-def _entries(source: Path, student: str | None, who: str) -> list[tuple[str, Path | bytes, str]]:
-    """(student, folder or zip bytes, kind) for every student in ``source``."""
+def _entries(source: Path, student: str | None, who: str) -> list[tuple[str, Path | bytes | str, str]]:
+    """(student, folder or zip bytes, kind) for every student in ``source``; kind ``refused`` carries
+    the reason a class archive's entries for that student (or for no one) were refused."""
     if source.is_file():
         if student:
             return [(student, source, "zip")]
@@ -230,10 +231,18 @@ def _entries(source: Path, student: str | None, who: str) -> list[tuple[str, Pat
             raise CollectError(f"{source}: not a readable zip file ({exc})") from None
         out: dict[str, list[zipfile.ZipInfo]] = {}
         inner_zips: list[tuple[str, bytes]] = []
+        refused: dict[str, str] = {}    # student (or the archive, for an entry of no one's) -> why
         with zf:
             for info in zf.infolist():
-                name = _zip_name(info, str(source))
-                rel = _safe_relpath(name, str(source))
+                norm = info.filename.replace("\\", "/")
+                top = norm.split("/")[0]
+                owner = top if "/" in norm and top not in ("", ".", "..") and ":" not in top else None
+                try:  # one student's bad entry refuses that student, not the class
+                    name = _zip_name(info, f"{source}: student {owner}" if owner else str(source))
+                    rel = _safe_relpath(name, f"{source}: student {owner}" if owner else str(source))
+                except CollectError as exc:
+                    refused.setdefault(owner or source.name, str(exc))
+                    continue
                 if rel is None:
                     continue
                 if len(rel.parts) == 1 and not info.is_dir():
@@ -241,8 +250,11 @@ def _entries(source: Path, student: str | None, who: str) -> list[tuple[str, Pat
                         inner_zips.append((rel.stem, zf.read(info)))
                     continue
                 out.setdefault(rel.parts[0], []).append(info)
-            entries: list[tuple[str, Path | bytes, str]] = [(s, data, "zip") for s, data in inner_zips]
+            entries: list[tuple[str, Path | bytes | str, str]] = [
+                (s, data, "zip") for s, data in inner_zips if s not in refused]
             for top in sorted(out):
+                if top in refused:
+                    continue
                 buf = io.BytesIO()
                 with zipfile.ZipFile(buf, "w") as sub:
                     for info in out[top]:
@@ -254,6 +266,7 @@ def _entries(source: Path, student: str | None, who: str) -> list[tuple[str, Pat
                             continue
                         sub.writestr(str(PurePosixPath(*rel.parts[1:])), zf.read(info))
                 entries.append((top, buf.getvalue(), "zip"))
+            entries += [(owner, why, "refused") for owner, why in refused.items()]
         return sorted(entries, key=lambda e: e[0])
     if not source.is_dir():
         raise CollectError(f"{source}: no such file or folder")
@@ -283,6 +296,9 @@ def collect(course: Course, source: str | Path, slug: str, *, student: str | Non
     gradebook.sync_assignments([assignment])
     for sid, data, kind in _entries(source, student, str(source)):
         who = f"{source.name}: student {sid}"
+        if kind == "refused":  # nothing of it was written anywhere
+            report.items.append(Collected(sid, "error", message=str(data)))
+            continue
         try:
             _check_student(sid, str(source))
             report.items.append(_collect_one(course, gradebook, slug, sid, data, kind, ref, submitted_at, who))

@@ -154,3 +154,16 @@ def test_bad_student_ids_are_refused(toy, tmp_path):
     (tmp_path / "class" / "-rf").mkdir(parents=True)
     rep = api.collect(api.load_course(toy / "course.yml"), tmp_path / "class", "vecops")
     assert rep.items[0].status == "error" and "not a usable student id" in rep.items[0].message
+
+
+def test_an_unsafe_entry_in_a_class_zip_refuses_only_its_student(toy, tmp_path):
+    path = tmp_path / "class.zip"
+    path.write_bytes(_zip({"ann/vecops.py": b"x = 1\n", "bo/../../evil.py": b"x", "bo/vecops.py": b"x = 2\n",
+                           "/etc/evil.py": b"x", "cy/vecops.py": b"x = 3\n"}, {}))
+    rep = api.collect(api.load_course(toy / "course.yml"), path, "vecops")
+    got = {i.student: (i.status, i.message) for i in rep.items}
+    assert got["ann"][0] == got["cy"][0] == "collected"
+    assert got["bo"] == ("error", f"{path}: student bo: unsafe path 'bo/../../evil.py' in the archive "
+                                  "(it climbs out with '..')")
+    assert got["class.zip"] == ("error", f"{path}: unsafe absolute path '/etc/evil.py' in the archive")
+    assert not (toy / "submitted" / "bo").exists() and not list(tmp_path.parent.rglob("evil.py"))
