@@ -131,7 +131,9 @@ def test_train_lora_moves_only_adapters(submission, rng):
         first = base(**batches[0]).loss.item()
     assert losses[0] == pytest.approx(first, rel=1e-5), \
         "the first loss is the base model's loss on batches[0] (B = 0), recorded before the step"
-    assert losses[-1] < 0.9 * losses[0], f"the loss should fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    # only that it falls: how fast depends on the scaling, which test_train_lora_follows_adamw grades
+    # (a 10% bar here failed a wrong scaling on some seeds only, so its grade changed between runs)
+    assert losses[-1] < 0.98 * losses[0], f"the loss should fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
     changed_base = []
     for key, value in state.items():
         layer, _, leaf = key.rpartition(".")
