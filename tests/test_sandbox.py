@@ -503,3 +503,16 @@ def test_a_cuda_worker_has_no_address_space_limit(cuda):
             f"_set_rlimits(Limits(memory=2**31), False, cuda={cuda}); print(resource.getrlimit(resource.RLIMIT_AS)[0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out) == (resource.getrlimit(resource.RLIMIT_AS)[0] if cuda else 2**31)  # cuda: as this process
+
+
+@needs_linux
+def test_a_bwrap_that_cannot_make_namespaces_means_weak_isolation(tmp_path, monkeypatch):
+    """A container may ship bwrap yet forbid namespaces: that is found before grading, with the reason."""
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "_BWRAP_PROBE", None)
+    assert sandbox.strong_isolation_available() == (
+        False, "bwrap cannot make namespaces here: bwrap: No permissions to creating new namespace")

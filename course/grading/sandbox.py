@@ -156,7 +156,25 @@ def strong_isolation_available() -> tuple[bool, str]:
         return False, "not running as root (needed for namespaces and a separate uid)"
     if shutil.which("bwrap") is None:
         return False, "bubblewrap (bwrap) is not installed (Debian package 'bubblewrap')"
-    return True, ""
+    return _bwrap_works()
+
+
+_BWRAP_PROBE: tuple[bool, str] | None = None
+
+
+def _bwrap_works() -> tuple[bool, str]:
+    """Whether bwrap can make the namespaces the sandbox uses here (a container may forbid them)."""
+    global _BWRAP_PROBE
+    if _BWRAP_PROBE is None:
+        argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--die-with-parent",
+                "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+            _BWRAP_PROBE = (True, "") if done.returncode == 0 else (False, f"bwrap cannot make namespaces here: {why[0]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _BWRAP_PROBE = (False, f"bwrap did not run: {exc}")
+    return _BWRAP_PROBE
 
 
 # ------------------------------------------------------------------ the trusted side
