@@ -167,12 +167,15 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
             progress.console.print(f"[red]could not grade {row.student}/{row.slug}:[/] {row.message[:300]}")
         progress.refresh()
 
+    def show_dashboard(ex) -> None:
+        if getattr(ex, "dashboard_link", None):
+            progress.console.print(f"Dask dashboard: {ex.dashboard_link}")
+
     try:
         rep = api.grade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
                         only_pending=only_pending, device=device, require_isolation=require_isolation,
                         executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done,
-                        on_executor=lambda ex: getattr(ex, "dashboard_link", None)
-                        and progress.console.print(f"Dask dashboard: {ex.dashboard_link}"))
+                        on_executor=show_dashboard)
     finally:
         progress.stop()
     if rep.isolation_note:

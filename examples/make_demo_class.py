@@ -1,4 +1,4 @@
-"""Generate the demo class under examples/demo_class/<slug>/<student>/ from solutions and stubs.
+"""Generate the demo class under <out>/<slug>/<student>/ from today's solutions and stubs.
 
 Students (the same six for every assignment):
 
@@ -10,8 +10,9 @@ Students (the same six for every assignment):
 * ``mal``  — hostile: the stub plus code that tries to forge a grade (patch torch's comparisons,
   read the graders, write a fake results.json, open a socket). Its honest score is 0.
 
-Run ``python examples/make_demo_class.py`` after changing a solution; a test checks that the
-committed demo class is what this script produces.
+The class is derived, never committed: examples/run_demo.py generates it into .course/demo/class/
+on every run (collect then records only what changed). ``python examples/make_demo_class.py --out
+DIR`` writes it anywhere to look at; a bug in examples/bugs.yml that no longer applies is an error.
 """
 
 from __future__ import annotations
@@ -117,8 +118,17 @@ def student_files(slug: str, student: str, bugs: dict) -> dict[str, str]:
     return out
 
 
+def load_bugs() -> dict:
+    return yaml.safe_load((ROOT / "examples" / "bugs.yml").read_text(encoding="utf-8"))
+
+
+def all_slugs() -> list[str]:
+    """Every assignment the demo covers: those with a bug in examples/bugs.yml."""
+    return sorted(load_bugs())
+
+
 def generate(out: Path, slugs: list[str]) -> None:
-    bugs = yaml.safe_load((ROOT / "examples" / "bugs.yml").read_text(encoding="utf-8"))
+    bugs = load_bugs()
     for slug in slugs:
         for student in STUDENTS:
             folder = out / slug / student
@@ -131,11 +141,11 @@ def generate(out: Path, slugs: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "examples" / "demo_class")
+    parser.add_argument("--out", type=Path, default=ROOT / ".course" / "demo" / "class",
+                        help="where to write it (default: .course/demo/class, where the demo reads it)")
     parser.add_argument("--assignments", default=None, help="comma-separated slugs (default: all in bugs.yml)")
     args = parser.parse_args()
-    bugs = yaml.safe_load((ROOT / "examples" / "bugs.yml").read_text(encoding="utf-8"))
-    slugs = args.assignments.split(",") if args.assignments else list(bugs)
+    slugs = args.assignments.split(",") if args.assignments else all_slugs()
     generate(args.out, slugs)
     print(f"wrote {len(slugs)} assignment(s) x {len(STUDENTS)} students under {args.out}")
 

@@ -1,5 +1,6 @@
 """Run the demo class end to end with the `course` CLI: collect -> grade -> status -> feedback -> export.
 
+The class itself is generated from today's solutions into .course/demo/class/ (make_demo_class.py).
 The demo works in its own folder (.course/demo/) with a course.yml derived from the real one (the
 same assignments, hidden tests and solutions; its own submitted/, gradebook, feedback/, exports/)
 and an extensions.yml giving ``dev`` two extra days. Submission times are set relative to each
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from make_demo_class import all_slugs, generate
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".course" / "demo"
-CLASS = ROOT / "examples" / "demo_class"
+CLASS = WORK / "class"          # generated from today's solutions on every run
 LATE_HOURS = {"ada": -20, "ben": 3, "cleo": -1, "dev": 47, "eve": -2, "mal": -5}
 
 
@@ -54,11 +57,12 @@ def _due(a: dict) -> dt.datetime:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the demo class end to end.")
-    parser.add_argument("--assignments", default=None, help="comma-separated slugs (default: every one in the demo class)")
+    parser.add_argument("--assignments", default=None, help="comma-separated slugs (default: every one in examples/bugs.yml)")
     parser.add_argument("--jobs", default="2", help="submissions graded at once")
     args = parser.parse_args()
-    slugs = args.assignments.split(",") if args.assignments else sorted(p.name for p in CLASS.iterdir() if p.is_dir())
+    slugs = args.assignments.split(",") if args.assignments else all_slugs()
     real = write_demo_course(slugs)
+    generate(CLASS, slugs)
     t0 = time.monotonic()
     for a in real["assignments"]:
         for student in sorted(LATE_HOURS):

@@ -1,4 +1,4 @@
-"""The committed demo class is what examples/make_demo_class.py produces from today's solutions."""
+"""examples/make_demo_class.py still builds the demo class from today's solutions and bugs.yml."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ from pathlib import Path
 from conftest import REPO
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_demo_class_is_in_sync(tmp_path):
+def test_demo_class_generates_from_todays_solutions(tmp_path):
+    # exits non-zero when a bug in examples/bugs.yml no longer applies to its solution
     subprocess.run([sys.executable, "examples/make_demo_class.py", "--out", str(tmp_path)], cwd=REPO, check=True,
                    capture_output=True)
-    committed = _tree(REPO / "examples" / "demo_class")
-    generated = _tree(tmp_path)
-    assert sorted(committed) == sorted(generated)
-    stale = [name for name in committed if committed[name] != generated[name]]
-    assert not stale, f"regenerate with `python examples/make_demo_class.py`: {stale}"
-    students = {Path(name).parts[1] for name in committed}
+    generated = [p.relative_to(tmp_path) for p in sorted(tmp_path.rglob("*")) if p.is_file()]
+    students = {Path(name).parts[1] for name in generated}
     assert students == {"ada", "ben", "cleo", "dev", "eve", "mal"}

@@ -83,9 +83,10 @@ def oracle_solutions(graders: Path, solutions: Path, slug: str) -> list[Path]:
     if not solutions.is_dir() or not (graders / slug).is_dir():
         return []
     text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in (graders / slug).rglob("*.py"))
+    if "solutions" not in text:
+        return []
     return [d for d in sorted(solutions.iterdir())
-            if d.is_dir() and d.name != slug and re.search(rf"\b{re.escape(d.name)}\b", text)
-            and "solutions" in text]
+            if d.is_dir() and d.name != slug and re.search(rf"\b{re.escape(d.name)}\b", text)]
 
 
 def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assignment: Assignment,

@@ -81,6 +81,8 @@ SANDBOX_SUBMISSION = "/submission"
 SANDBOX_SCRATCH = "/scratch"
 SANDBOX_PKG = "/opt/course-pkg"
 SANDBOX_HOST_TMP = "/opt/course-host-tmp"   # where the host's /tmp/... shows (the worker's /tmp is its own)
+# not --unshare-all: its user namespace maps only uid 0, and workers switch to a uid of their own
+BWRAP_NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try")
 READY_TIMEOUT = 180.0
 SETUP_TIMEOUT = 60.0
 MAX_COPY_BYTES = 512 * 2**20
@@ -166,8 +168,8 @@ def _bwrap_works() -> tuple[bool, str]:
     """Whether bwrap can make the namespaces the sandbox uses here (a container may forbid them)."""
     global _BWRAP_PROBE
     if _BWRAP_PROBE is None:
-        argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--die-with-parent",
-                "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+        argv = ["bwrap", *BWRAP_NAMESPACES, "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+                "--dev", "/dev", "true"]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
             why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
@@ -298,17 +300,17 @@ class ZygotePool:
         scratch = run_dir / "scratch"
         scratch.mkdir(mode=0o711)
         ours, theirs = zip(*(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(jobs)))
+        view = _inside if strong else os.path.realpath   # where the zygote sees the interpreter's files
         cfg = {
             "slots": [s.fileno() for s in theirs],
-            "path": ([SANDBOX_PKG, *(_inside(p) for p in [*_stdlib_paths(), *_site_packages()])] if strong
-                     else [str(pkg), *_stdlib_paths(), *_site_packages()]),
+            "path": [SANDBOX_PKG if strong else str(pkg), *map(view, [*_stdlib_paths(), *_site_packages()])],
             "preload": list(preload),
             "strong": strong,
             "scratch": SANDBOX_SCRATCH if strong else str(scratch),
         }
         boot = ("import sys,json;cfg=json.loads(sys.argv[1]);sys.path[:]=cfg['path'];"
                 "from course.grading.sandbox import zygote_main;zygote_main(cfg)")
-        python = _inside(sys.executable) if strong else os.path.realpath(sys.executable)
+        python = view(sys.executable)
         argv = [python, "-I", "-S", "-B", "-c", boot, json.dumps(cfg)]
         env = _sandbox_env(threads=1)
         if strong:
@@ -504,8 +506,7 @@ def _ro_bind_with_parents(argv: list[str], made: set[str], path: str, target: st
 
 
 def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str) -> list[str]:
-    argv = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--clearenv"]
+    argv = ["bwrap", *BWRAP_NAMESPACES, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in _sandbox_env(threads=1).items():
         argv += ["--setenv", key, value]
     argv += ["--ro-bind", "/usr", "/usr"]
