@@ -290,7 +290,7 @@ def test_an_interpreter_under_the_hosts_tmp_stays_importable(tmp_path, submissio
     name = "lazy_" + TAG
     (packages / f"{name}.py").write_text("VALUE = 42\n")
     real = sandbox._site_packages
-    monkeypatch.setattr(sandbox, "_site_packages", lambda: [*real(), str(packages)])
+    monkeypatch.setattr(sandbox.bwrap, "_site_packages", lambda: [*real(), str(packages)])
     pool = sandbox.ZygotePool.start(1, preload=(), require_isolation=True)
     try:
         backend = sandbox.SandboxBackend(pool.slot(0), submission, LIMITS, "cpu")
@@ -444,7 +444,7 @@ def toy_class(tmp_path: Path) -> Path:
 
 
 def _pretend_no_bubblewrap(monkeypatch):
-    monkeypatch.setattr(sandbox, "strong_isolation_available", lambda: (False, "bubblewrap is not installed"))
+    monkeypatch.setattr(sandbox.bwrap, "strong_isolation_available", lambda: (False, "bubblewrap is not installed"))
 
 
 def test_grade_require_isolation_refuses_to_run_weak(toy_class, monkeypatch):
@@ -471,7 +471,7 @@ def test_weak_grading_warns_once_and_records_weak(toy_class, monkeypatch):
 
 
 def test_an_unusable_uid_lock_folder_falls_back_to_a_random_block(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "UID_LOCKS", str(tmp_path / "locks"))
+    monkeypatch.setattr(sandbox.constants, "UID_LOCKS", str(tmp_path / "locks"))
     (tmp_path / "locks").mkdir(mode=0o777)
     os.chmod(tmp_path / "locks", 0o777)  # writable by anyone: not trusted
     base, lock = sandbox._claim_uid_block()
@@ -481,7 +481,7 @@ def test_an_unusable_uid_lock_folder_falls_back_to_a_random_block(tmp_path, monk
 def test_uid_blocks_are_claimed_in_turn_and_released(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("the uid lock folder must belong to root")
-    monkeypatch.setattr(sandbox, "UID_LOCKS", str(tmp_path / "locks"))
+    monkeypatch.setattr(sandbox.constants, "UID_LOCKS", str(tmp_path / "locks"))
     first, lock1 = sandbox._claim_uid_block()
     second, lock2 = sandbox._claim_uid_block()
     assert (first, second) == (sandbox.UID_BASE, sandbox.UID_BASE + sandbox.UID_BLOCK)
@@ -513,6 +513,6 @@ def test_a_bwrap_that_cannot_make_namespaces_means_weak_isolation(tmp_path, monk
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(sandbox, "_BWRAP_PROBE", None)
+    monkeypatch.setattr(sandbox.bwrap, "_BWRAP_PROBE", None)
     assert sandbox.strong_isolation_available() == (
         False, "bwrap cannot make namespaces here: bwrap: No permissions to creating new namespace")

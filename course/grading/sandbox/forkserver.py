@@ -1,0 +1,184 @@
+"""The zygote (fork server): preloads torch and friends once, then forks one sandboxed worker per
+request and polices their memory. No grader code ever runs here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from course.grading.sandbox.constants import MEMORY_POLL
+from course.grading.sandbox.entry import _seccomp_filter, _worker_child
+from course.grading.sandbox.linux import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, _libc_call, _prctl_quiet
+from course.grading.sandbox.procs import _kill_orphans, _kill_uid, _kill_worker, _MemoryPolice
+
+
+def zygote_main(cfg: dict[str, Any]) -> None:
+    """Entry point of the fork server: preload, then fork a worker per request (see :class:`_ForkServer`)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    for name in cfg["preload"]:
+        try:
+            __import__(name)
+        except Exception:
+            pass  # a missing optional library only costs the workers the import later
+    from course.grading import worker  # noqa: F401  (imported before any fork)
+    cfg["seccomp"] = _seccomp_filter()  # built once here; each worker only loads it
+    import gc
+    gc.collect()
+    gc.freeze()  # the preloaded heap: never traversed by a worker's collector, so never copied on write
+    if cfg["strong"]:
+        cfg["pidns"] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    else:  # orphans of weak workers (setsid and double forks) are re-parented here, to be killed
+        _prctl_quiet(PR_SET_CHILD_SUBREAPER, 1)
+    _ForkServer(cfg).serve()
+
+
+class _ForkServer:
+    """The zygote's loop. Requests (JSON over a slot's SEQPACKET socket): ``spawn`` (with the
+    worker's data socket as SCM_RIGHTS), ``kill`` (one worker; ``wait`` for its exit status, else
+    reply at once) and ``kill_slot`` (everything the slot's worker left behind). A slot's new worker
+    starts only once nothing of its earlier workers is left. Between requests it polices memory:
+    a worker whose processes together hold more private memory than its ``memory`` limit is killed
+    (RLIMIT_AS bounds each process, not a fork of many)."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.strong = bool(cfg["strong"])
+        self.slots = {fd: socket.socket(fileno=fd) for fd in cfg["slots"]}
+        self.workers: dict[tuple[int, int], int] = {}  # (slot, worker id) -> pid
+        self.statuses: dict[int, int] = {}             # pid -> wait status of a worker that ended by itself
+        self.budgets: dict[int, int] = {}              # pid -> memory limit of live workers
+        self.notes: dict[int, str] = {}                # pid -> why this process killed it
+        self.memory = _MemoryPolice()
+
+    def serve(self) -> None:
+        import select
+        next(iter(self.slots.values())).send(json.dumps({"ready": True}).encode())
+        while self.slots:
+            try:
+                readable, _, _ = select.select(list(self.slots.values()), [], [],
+                                               MEMORY_POLL if self.budgets else 1.0)
+            except InterruptedError:
+                continue
+            self.reap()
+            for sock in readable:
+                self.answer(sock)
+            self.police()
+        for pid in self.workers.values():
+            _kill_worker(pid, self.statuses, wait=False)
+
+    def answer(self, sock: socket.socket) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, 2)
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self.slots.pop(sock.fileno(), None)
+            sock.close()
+            return
+        try:
+            reply = self.request(json.loads(data), sock.fileno(), fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+    def request(self, msg: dict[str, Any], slot: int, fds: list[int]) -> dict[str, Any]:
+        op = msg.get("op")
+        uid = int(msg.get("uid", -1))
+        if op == "spawn":
+            self.clear_slot(uid)
+            try:
+                pid = _fork_worker(msg, fds[0], list(self.slots), self.cfg)
+            except OSError as exc:
+                return {"ok": False, "error": str(exc)}
+            self.workers[(slot, msg["id"])] = pid
+            self.budgets[pid] = int(msg["limits"]["memory"])
+            return {"ok": True}
+        if op == "kill":
+            pid = self.workers.pop((slot, msg["id"]), None)
+            wait = bool(msg.get("wait", True))
+            status = self.kill(pid, wait)
+            if wait:
+                self.clear_slot(uid)
+            return {"ok": True, "status": status}
+        if op == "kill_slot":
+            for key in [k for k in self.workers if k[0] == slot]:
+                self.kill(self.workers.pop(key), wait=False)
+            self.clear_slot(uid, rounds=1)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def kill(self, pid: int | None, wait: bool) -> str:
+        self.budgets.pop(pid, None)
+        status = _kill_worker(pid, self.statuses, wait=wait)
+        note = self.notes.pop(pid, None) if pid is not None else None
+        return f"{status}: {note}" if note else status
+
+    def reap(self) -> None:
+        """Collect ended children; keep the status of listed workers (asked for by a later ``kill``)."""
+        listed = set(self.workers.values())
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.budgets.pop(pid, None)
+            if pid in listed:
+                self.statuses[pid] = status
+            else:
+                self.notes.pop(pid, None)
+
+    def clear_slot(self, uid: int, rounds: int = 200) -> None:
+        """Kill whatever a slot's earlier workers left running (strong: by uid; weak: re-parented orphans)."""
+        if self.strong:
+            _kill_uid(uid, rounds)
+        else:
+            _kill_orphans(set(self.workers.values()), rounds)
+        self.reap()
+
+    def police(self) -> None:
+        self.memory.forget_all_but(self.budgets)
+        for pid, limit in list(self.budgets.items()):
+            used = self.memory.used(pid, limit)
+            if used > limit:
+                self.notes[pid] = (f"its processes held {used / 2**20:.0f} MiB of memory together, "
+                                   f"over the {limit / 2**20:.0f} MiB limit")
+                self.budgets.pop(pid, None)
+                for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                    try:
+                        target()
+                    except (ProcessLookupError, PermissionError):
+                        pass
+
+
+def _fork_worker(msg: dict[str, Any], data_fd: int, control_fds: list[int], cfg: dict[str, Any]) -> int:
+    """Fork one worker. In strong mode the child is the init of a new PID namespace (one fork only:
+    this process unshares the PID namespace *for its children*, forks, and steps back)."""
+    strong = cfg["strong"]
+    if strong:
+        _libc_call("unshare", CLONE_NEWPID)
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if strong and pid != 0:  # back in the parent: later children in this namespace again
+            _libc_call("setns", cfg["pidns"], CLONE_NEWPID)
+    if pid:
+        return pid
+    code = 70
+    try:
+        for fd in control_fds:
+            os.close(fd)
+        code = _worker_child(msg, data_fd, cfg)
+    except BaseException:
+        try:
+            os.write(2, f"course worker setup failed: {sys.exc_info()[1]!r}\n".encode())
+        except OSError:
+            pass
+    os._exit(code)
