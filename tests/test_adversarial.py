@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from course import api
+from course import api, report
 from course.gradebook import ResultRow
 from course.grading.sandbox import strong_isolation_available
 
@@ -235,8 +235,15 @@ def test_no_hidden_text_reaches_students(run: ClassRun) -> None:
         secrets.append(Path("/etc/shadow").read_text().splitlines()[0])
     except (OSError, IndexError):
         pass
+    secrets += ["HIDDEN-SENTINEL", "PROBE-SENTINEL"]   # planted in the hidden inputs and in probes.py
     public = [r.message for rows in run.results.values() for r in rows] + [
         p.read_text(encoding="utf-8", errors="replace") for p in api.feedback(run.course)]
+    for fmt in ("csv", "junit", "gradescope"):
+        public += [p.read_text(encoding="utf-8", errors="replace") for p in api.export(run.course, fmt)]
+    with api.open_gradebook(run.course) as gb:
+        for g in report.load_graded(run.course, gb, ["vecops"]):
+            if g.status == "graded":
+                public += [report.ci_summary(g), *report.github_annotations(g)]
     leaks = [s for s in secrets if s and any(s in text for text in public)]
     assert leaks == []
     hidden_messages = [r.message for rows in run.results.values() for r in rows if r.hidden]

@@ -176,7 +176,7 @@ class JudgeState:
     results_path: Path | None
     tasks: list[str]
     only: set[str] = field(default_factory=set)
-    backends: dict[Path, Any] = field(default_factory=dict)
+    backends: dict[tuple[Path, str], Any] = field(default_factory=dict)
     records: dict[str, _Record] = field(default_factory=dict)
     sandbox_pool: Any = None
     submission_started: float | None = None
@@ -189,9 +189,18 @@ class JudgeState:
                 return parent.parent
         raise pytest.UsageError(f"{test_path}: cannot tell which submission to test; pass --submission PATH")
 
-    def backend_for(self, path: Path) -> Any:
-        backend = self.backends.get(path)
+    def backend_for(self, path: Path, hidden: bool = False) -> Any:
+        """The worker serving ``path``'s public tests, or its hidden tests: never the same one.
+
+        Public tests' messages reach the student, so their worker must never have seen hidden
+        inputs or probe code: public tests run first (see ``pytest_collection_modifyitems``), and
+        the first hidden test closes the public worker and starts its own.
+        """
+        key = (path, "hidden" if hidden else "public")
+        backend = self.backends.get(key)
         if backend is None:
+            if hidden and (path, "public") in self.backends:
+                self.backends.pop((path, "public")).close()
             if self.backend_kind == "local":
                 backend = LocalBackend(path)
             else:
@@ -199,7 +208,7 @@ class JudgeState:
                 if self.sandbox_pool is None:
                     self.sandbox_pool = sandbox.injected_pool() or sandbox.ZygotePool.start(jobs=1)
                 backend = sandbox.SandboxBackend(self.sandbox_pool, path, self.limits, self.device)
-            self.backends[path] = backend
+            self.backends[key] = backend
         return backend
 
     def close(self) -> None:
@@ -337,7 +346,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         keep.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    # Public tests first, in a worker of their own (their messages reach the student); then hidden.
+    items[:] = sorted(keep, key=lambda item: _is_hidden(state, item.path))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -543,7 +553,7 @@ def submission(request: pytest.FixtureRequest) -> Submission:
     path = state.submission_for(Path(request.node.path))
     if not path.is_dir():
         raise pytest.UsageError(f"--submission {path}: not a folder")
-    backend = state.backend_for(path)
+    backend = state.backend_for(path, hidden=_is_hidden(state, Path(request.node.path)))
     deadline = time.monotonic() + _timeout_of(request.node, state.limits.call_timeout)
     if state.submission_started is not None:
         deadline = min(deadline, state.submission_started + state.limits.submission_timeout)

@@ -3,6 +3,9 @@ import torch
 
 import probes
 
+# Hidden input that a probe receives (the attack corpus hunts for it): never in any student-facing output.
+HIDDEN_SENTINEL = "HIDDEN-SENTINEL-7f3a"
+
 
 @pytest.mark.task("1.1")
 @pytest.mark.points(3)
@@ -23,7 +26,7 @@ def test_normalize_zero_raises(submission):
 @pytest.mark.points(2)
 def test_accumulator(submission, rng):
     vs = [torch.randn(4, generator=rng) for _ in range(3)]
-    torch.testing.assert_close(submission.run(probes.accumulate, vs), sum(vs))
+    torch.testing.assert_close(submission.run(probes.accumulate, vs, tag=HIDDEN_SENTINEL), sum(vs))
 
 
 @pytest.mark.task("2.1")
