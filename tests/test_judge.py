@@ -32,6 +32,16 @@ def give_int_keys():
 
 def todo():
     raise NotImplementedError("Task 3.1: todo")
+
+def clip(x, bounds=(0.0, 1.0)):
+    return x.clamp(*bounds)
+
+def clip_inplace(x, bounds=(0.0, 1.0)):
+    return x.clamp_(*bounds)
+
+def clip_kwarg_inplace(x, out=None):
+    out.copy_(x.clamp(0, 1))
+    return out
 '''
 
 TESTS = '''
@@ -93,6 +103,25 @@ def test_on_gpu(submission):
 @pytest.mark.points(1)
 def test_missing_function(submission):
     submission.call("m.nope")
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("name", ["clip", "clip_inplace"])
+def test_pure(submission, name):
+    x = torch.tensor([-1.0, 0.5, 2.0])
+    assert torch.equal(submission.call_pure("m." + name, x), torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(x, torch.tensor([-1.0, 0.5, 2.0]))
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(1)
+def test_pure_keyword(submission):
+    submission.call_pure("m.clip_kwarg_inplace", torch.tensor([3.0]), out=torch.zeros(1))
+
+@pytest.mark.task("4.2")
+@pytest.mark.points(1)
+def test_source_is_read_here(submission):
+    assert "def clip_inplace" in submission.source("m.py")
+    assert submission.source("../outside.py") == "" and submission.source("nope.py") == ""
 '''
 
 
@@ -127,6 +156,10 @@ def test_points_outcomes_and_messages(assignment):
     assert res["test_todo"]["location"] == f"m.py:{todo_line}"
     assert res["test_on_gpu"]["outcome"] == "pending" and res["test_on_gpu"]["points"] == 0
     assert "has no 'nope'" in res["test_missing_function"]["message"]
+    assert res["test_pure[clip]"]["outcome"] == "passed" and res["test_pure[clip_inplace]"]["outcome"] == "failed"
+    assert "m.clip_inplace modified argument 1 in place" in res["test_pure[clip_inplace]"]["message"]
+    assert "modified argument 'out' in place" in res["test_pure_keyword"]["message"]
+    assert res["test_source_is_read_here"]["outcome"] == "passed"
     result.stdout.fnmatch_lines(["*course: results per task*", "1.1 * 4/4 *4.00/4.00*"])
 
 
@@ -153,5 +186,6 @@ def test_sandbox_backend_gives_the_same_outcomes(assignment):
                                     "--course-device", "cpu", "--course-seed", "1")
     sandbox = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
     assert {k: v["outcome"] for k, v in sandbox.items()} == {k: v["outcome"] for k, v in local.items()}
-    for name in ("test_nan_is_refused", "test_objects_cannot_cross", "test_todo", "test_missing_function"):
+    for name in ("test_nan_is_refused", "test_objects_cannot_cross", "test_todo", "test_missing_function",
+                 "test_pure[clip_inplace]", "test_pure_keyword"):
         assert sandbox[name]["message"] == local[name]["message"]

@@ -31,10 +31,11 @@ from typing import Any, Callable
 import pytest
 
 from course.config import Limits
-from course.grading import wire
+from course.grading import inputs, wire
 from course.grading.failures import (BadReply, SubmissionError, SubmissionFailure, SubmissionTimeout,
                                      WorkerCrashed, submission_error)
 from course.grading.probe_code import probe_spec  # noqa: F401  (re-exported)
+from course.grading.static import read_source
 from course.grading.results import OUTCOMES, TestResult  # noqa: F401  (re-exported)
 from course.grading.worker import Worker, describe_exception
 
@@ -72,7 +73,7 @@ class LocalBackend:
         importlib.invalidate_caches()
 
     def _invoke(self, label: str, resolve: Callable[[], Callable[..., Any]], args: tuple, kwargs: dict,
-                max_reply: int) -> Any:
+                max_reply: int, observe: bool = False) -> Any:
         args, kwargs = wire.roundtrip((tuple(args), dict(kwargs)))  # the student gets copies
         try:
             fn = resolve()
@@ -81,13 +82,16 @@ class LocalBackend:
             raise
         except BaseException as exc:
             raise submission_error(label, describe_exception(exc, self.path)) from exc
+        if observe:  # the arguments as the function left them, like the worker sends them back
+            value = {"value": value, "args": list(args), "kwargs": kwargs}
         try:
             return wire.loads(wire.dumps(value, max_reply, root="result"))
         except wire.WireError as exc:
             raise BadReply(f"{label} returned a value that cannot be graded: {exc}") from None
 
-    def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
-        return self._invoke(target, lambda: self.worker.resolve(target), args, kwargs, max_reply)
+    def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int,
+             observe: bool = False) -> Any:
+        return self._invoke(target, lambda: self.worker.resolve(target), args, kwargs, max_reply, observe)
 
     def run(self, probe: Callable[..., Any], args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
         return self._invoke(f"probe {probe.__name__}", lambda: probe, args, kwargs, max_reply)
@@ -131,6 +135,29 @@ class Submission:
         """Run the student's ``module.function`` (or ``module.Class``) with these arguments."""
         value = self._backend.call(target, args, kwargs, self._deadline, self._limits.reply_bytes)
         return self._check(target, value)
+
+    def call_pure(self, target: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`call`, and the test fails if the function changed any of its arguments in place.
+
+        The worker sends the arguments back as the function left them (raw data); they are
+        compared here with the test's own copies, which never left this process.
+        """
+        reply = self._backend.call(target, args, kwargs, self._deadline, self._limits.reply_bytes, observe=True)
+        if type(reply) is not dict or set(reply) != {"value", "args", "kwargs"}:
+            raise BadReply(f"{target}: the reply is not valid data")
+        changed = inputs.changed(list(args), dict(kwargs), reply["args"], reply["kwargs"])
+        if changed:
+            raise inputs.InputModified(target, changed)
+        return self._check(target, reply["value"])
+
+    def source(self, filename: str) -> str:
+        """The text of one of the submission's files as collected (read here, never by the worker):
+        for checks of *how* something was written (see :mod:`course.grading.static`)."""
+        return read_source(self.root, filename)
+
+    @property
+    def root(self) -> Path:
+        return self._backend.path
 
     def run(self, probe: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a probe function (from ``graders/<slug>/probes.py``) next to the student's code."""

@@ -138,9 +138,12 @@ class Worker:
                 fn = self.probe(request["probe"])
             else:
                 raise ValueError(f"unknown op {op!r}")
-            value = fn(*request.get("args", ()), **request.get("kwargs", {}))
+            args, kwargs = request.get("args", []), request.get("kwargs", {})
+            value = fn(*args, **kwargs)
         except BaseException as exc:  # everything the student's code can raise, SystemExit included
             return {"ok": False, "error": describe_exception(exc, self.root)}
+        if op == "call" and request.get("observe") is True:  # the arguments as the function left them
+            value = {"value": value, "args": args, "kwargs": kwargs}
         return {"ok": True, "value": value}
 
 

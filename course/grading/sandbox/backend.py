@@ -101,9 +101,12 @@ class SandboxBackend:
             raise BadReply(f"{label} returned a value that cannot be graded: {error.get('message', '')}")
         raise submission_error(label, error)
 
-    def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
-        return self._request(target, {"op": "call", "target": target, "args": list(args), "kwargs": dict(kwargs)},
-                             deadline, max_reply)
+    def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int,
+             observe: bool = False) -> Any:
+        message = {"op": "call", "target": target, "args": list(args), "kwargs": dict(kwargs)}
+        if observe:
+            message["observe"] = True
+        return self._request(target, message, deadline, max_reply)
 
     def run(self, probe: Callable[..., Any], args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
         return self._request(f"probe {probe.__name__}",
