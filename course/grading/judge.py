@@ -31,7 +31,7 @@ from typing import Any, Callable
 import pytest
 
 from course.config import Limits
-from course.grading import inputs, wire
+from course.grading import diagnose, inputs, wire
 from course.grading.failures import (BadReply, SubmissionError, SubmissionFailure, SubmissionTimeout,
                                      WorkerCrashed, submission_error)
 from course.grading.probe_code import probe_spec  # noqa: F401  (re-exported)
@@ -147,6 +147,7 @@ class Submission:
             raise BadReply(f"{target}: the reply is not valid data")
         changed = inputs.changed(list(args), dict(kwargs), reply["args"], reply["kwargs"])
         if changed:
+            diagnose.record(["input_modified"], None)
             raise inputs.InputModified(target, changed)
         return self._check(target, reply["value"])
 
@@ -178,6 +179,9 @@ class _Record:
     message: str = ""
     location: str | None = None
     duration: float = 0.0
+    description: str = ""
+    diagnosis: str = ""
+    misconceptions: str = ""
 
 
 def task_of(item: pytest.Item) -> str | None:
@@ -454,7 +458,14 @@ def _record(state: JudgeState, report: pytest.TestReport) -> None:
         else:
             record.outcome = getattr(report, "course_outcome", "failed")
             record.message, record.location = _message_of(report)
-    elif report.when == "teardown" and report.failed and record.outcome == "passed":
+    if report.when == "call":
+        found = diagnose.take(report.nodeid)
+        if found is not None:
+            record.description = found.what[:300]
+            if record.outcome not in ("passed", "pending", "skipped"):
+                record.diagnosis = found.render()[:1000]
+                record.misconceptions = ",".join(found.names)
+    if report.when == "teardown" and report.failed and record.outcome == "passed":
         record.outcome = "error"
         record.message, record.location = _message_of(report)
 
@@ -486,7 +497,8 @@ def results(state: JudgeState) -> list[TestResult]:
             test_id=prefix + record.name, name=record.name, task=record.task, hidden=record.hidden,
             outcome=outcome, points=earned, max_points=record.max_points,
             message=public, detail=message, location=None if record.hidden else record.location,
-            duration=round(record.duration, 4)))
+            duration=round(record.duration, 4), description=record.description, diagnosis=record.diagnosis,
+            misconceptions=record.misconceptions))
     return out
 
 

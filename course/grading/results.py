@@ -26,3 +26,6 @@ class TestResult:
     detail: str = ""
     location: str | None = None
     duration: float = 0.0
+    description: str = ""           # what the test checks, in words (shown instead of a parametrize id)
+    diagnosis: str = ""             # the misconceptions a failure matches, in words (trusted catalogue text)
+    misconceptions: str = ""        # their names, comma-separated (for the class view)
