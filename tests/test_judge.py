@@ -117,6 +117,12 @@ def test_pure(submission, name):
 def test_pure_keyword(submission):
     submission.call_pure("m.clip_kwarg_inplace", torch.tensor([3.0]), out=torch.zeros(1))
 
+@pytest.mark.task("4.3")
+@pytest.mark.points(1)
+def test_match_never_sees_the_location(submission):
+    with pytest.raises(ValueError, match="m[.]py"):
+        submission.call("m.scale", torch.ones(2), 0)
+
 @pytest.mark.task("4.2")
 @pytest.mark.points(1)
 def test_source_is_read_here(submission):
@@ -160,6 +166,9 @@ def test_points_outcomes_and_messages(assignment):
     assert "m.clip_inplace modified argument 1 in place" in res["test_pure[clip_inplace]"]["message"]
     assert "modified argument 'out' in place" in res["test_pure_keyword"]["message"]
     assert res["test_source_is_read_here"]["outcome"] == "passed"
+    # the engine's [at file:line] is carried apart from the message: a match= can never hit it
+    assert res["test_match_never_sees_the_location"]["outcome"] == "failed"
+    assert res["test_match_never_sees_the_location"]["location"].startswith("m.py:")
     result.stdout.fnmatch_lines(["*course: results per task*", "1.1 * 4/4 *4.00/4.00*"])
 
 
@@ -187,5 +196,5 @@ def test_sandbox_backend_gives_the_same_outcomes(assignment):
     sandbox = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
     assert {k: v["outcome"] for k, v in sandbox.items()} == {k: v["outcome"] for k, v in local.items()}
     for name in ("test_nan_is_refused", "test_objects_cannot_cross", "test_todo", "test_missing_function",
-                 "test_pure[clip_inplace]", "test_pure_keyword"):
+                 "test_pure[clip_inplace]", "test_pure_keyword", "test_match_never_sees_the_location"):
         assert sandbox[name]["message"] == local[name]["message"]

@@ -56,8 +56,7 @@ class SubmissionError(Exception):
             text = f"{self.target}: {self.remote_message}"
         else:
             text = f"{self.target} raised {short}: {self.remote_message}"
-        where = self.location
-        return f"{text} [at {where}]" if where else text
+        return text   # the location travels separately (``location``): tests never match against it
 
 
 _CLASSES: dict[str, type] = {}
