@@ -213,7 +213,11 @@ class LocalExecutor:
                 warnings.simplefilter("always")
                 self.pool = ZygotePool.start(self.jobs, require_isolation=self.require_isolation,
                                              device=self.device, isolation=self.isolation, ro_paths=self.ro_paths)
-            self.isolation_note = "; ".join(str(w.message) for w in caught)
+            notes = [str(w.message) for w in caught]
+            if not self.pool.memory_limit_by.startswith("kernel"):
+                notes.append(f"course: worker memory is bounded by a {self.pool.memory_limit_by}; memfd and SysV "
+                             "shared memory are refused")
+            self.isolation_note = "; ".join(notes)
 
     def close(self) -> None:
         if self.pool is not None:
