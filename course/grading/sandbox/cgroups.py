@@ -180,6 +180,18 @@ class WorkerGroups:
             _write(pids / "pids.max", str(processes))
         return [str(p) for p in paths]
 
+    def oom_killed(self, key: str) -> bool:
+        """Whether the kernel killed a process of the worker for reaching its memory limit."""
+        path = self._paths(key)[0]
+        try:
+            if self.version == 2:
+                events = dict(line.split() for line in (path / "memory.events").read_text().splitlines())
+            else:
+                events = dict(line.split() for line in (path / "memory.oom_control").read_text().splitlines())
+            return int(events.get("oom_kill", 0)) > 0
+        except (OSError, ValueError):
+            return False
+
     def hit_limit(self, key: str) -> bool:
         """Whether the worker's memory limit was reached (the kernel refused or reclaimed-then-killed)."""
         paths = self._paths(key)

@@ -66,7 +66,7 @@ class _ForkServer:
         while self.slots:
             try:
                 readable, _, _ = select.select(list(self.slots.values()), [], [],
-                                               MEMORY_POLL if self.budgets else 1.0)
+                                               MEMORY_POLL if self.budgets or self.group_of else 1.0)
             except InterruptedError:
                 continue
             self.reap()
@@ -172,6 +172,14 @@ class _ForkServer:
         self.reap()
 
     def police(self) -> None:
+        if self.groups is not None:   # the kernel bounds memory; a worker it had to OOM-kill in dies whole
+            for pid, (key, memory) in list(self.group_of.items()):
+                if pid in self.workers.values() and pid not in self.statuses and pid not in self.notes \
+                        and self.groups.oom_killed(key):
+                    self.notes[pid] = (f"its processes together reached the {memory / 2**20:.0f} MiB memory limit "
+                                       "(enforced by the kernel)")
+                    _signal_tree(pid)
+            return
         self.memory.forget_all_but(self.budgets)
         for pid, limit in list(self.budgets.items()):
             used = self.memory.used(pid, limit)
@@ -179,11 +187,16 @@ class _ForkServer:
                 self.notes[pid] = (f"its processes held {used / 2**20:.0f} MiB of memory together, "
                                    f"over the {limit / 2**20:.0f} MiB limit")
                 self.budgets.pop(pid, None)
-                for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-                    try:
-                        target()
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                _signal_tree(pid)
+
+
+def _signal_tree(pid: int) -> None:
+    """SIGKILL a worker (the init of its PID namespace in strong mode: all of it dies) and its group."""
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _fork_worker(msg: dict[str, Any], data_fd: int, control_fds: list[int], cfg: dict[str, Any]) -> int:
