@@ -266,6 +266,8 @@ def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path
 @COURSE_OPTION
 def validate(slugs, jobs, graders, seeds, course_file) -> None:
     """Check each assignment: solution full marks, stub 0, stubs in sync, points add up, no leak."""
+    if seeds == 1:
+        raise click.BadParameter("at least 2 seeds are needed to see an outcome change", param_hint="--seeds")
     course = _course(course_file, graders)
     reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(m))
     failed = False

@@ -12,7 +12,8 @@ What is planted (and nothing else):
   s21 is s03 with every local name renamed and the functions in reverse order, s22 is the reference
   solution, s23 is e2 from the earlier term; s24 and s25 hand in the untouched stub, s26 one
   enormous file, s27 two functions of its own, s28 a binary file, s29 a Latin-1 file, s05 also a
-  binary ``notes.bin``; s30 hands in nothing.
+  binary ``notes.bin``; s30 hands in nothing (only
+  an answer to ``later``, never graded).
 * **grades** (rows written through the Gradebook API): every graded student has an ability spread
   evenly over (0, 1) in a seeded order, and passes a test when the ability reaches the test's
   difficulty. Planted: ``test_top_k_zero`` expects a wrong answer (only students of ability 0.1-0.35
@@ -363,6 +364,9 @@ def collect_class(course_dir: Path, work: Path) -> tuple[Path, Path]:
         rep = api.collect(course, folder, SLUG, student=folder.name, submitted_at=when.isoformat())
         bad = [i for i in rep.items if i.status == "error"]
         assert not bad, bad
+    (work / "s30-later").mkdir(exist_ok=True)
+    (work / "s30-later" / "answer.py").write_text("ANSWER = 42\n", encoding="utf-8")
+    api.collect(course, work / "s30-later", "later", student="s30", submitted_at=DUE)
     return klass, earlier
 
 

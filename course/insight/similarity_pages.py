@@ -61,6 +61,15 @@ def index_page(rep: SimilarityReport, links: dict[tuple[str, str], str]) -> str:
                         f"<td class='num'>{_pct(p.share_a)}</td><td>{e(_label(rep, p.b))}</td>"
                         f"<td class='num'>{_pct(p.share_b)}</td><td><a href='{e(quote(href))}'>view</a></td></tr>")
         body.append("</table>")
+    below = [p for p in rep.pairs if p.score < rep.threshold][:10]
+    body.append(f"<h2>The closest pairs below {rep.threshold:g}</h2>")
+    if below:
+        body.append("<table id='below'><tr><th>score</th><th>first</th><th>second</th><th>how</th></tr>" + "".join(
+            f"<tr><td class='num'>{_pct(p.score)}</td><td>{e(_label(rep, p.a))}</td><td>{e(_label(rep, p.b))}</td>"
+            f"<td>{'matching passages' if p.exact else 'shared fingerprints (estimate)'}</td></tr>" for p in below)
+            + "</table>")
+    else:
+        body.append("<p id='below'>None.</p>")
     scores = [p.score for p in rep.student_pairs]
     counts, edges = np.histogram(np.asarray(scores, dtype=float), bins=20, range=(0.0, 1.0))
     body.append("<h2>All pairs of students</h2>")

@@ -180,11 +180,13 @@ def cell_for(g: Graded | None) -> Cell:
     if g.status != "graded":
         return Cell("not graded", "not graded", f"attempt {g.attempt} collected, not graded yet")
     text = f"{_fmt(g.final)}/{_fmt(g.max_points)}"
-    if g.pending:
-        return Cell("pending", f"{text} + {g.pending} pending", f"{g.pending} GPU test(s) pending")
+    late = ""
     if g.late_by > 0:
-        note = f"late {g.late_hours:g} h" + (f", −{g.penalty * 100:.0f} %" if g.penalty else "")
-        return Cell("late", f"{text} ({note})", f"submitted {g.submitted_at}")
+        late = f" (late {g.late_hours:g} h" + (f", −{g.penalty * 100:.0f} %)" if g.penalty else ")")
+    if g.pending:
+        return Cell("pending", f"{text} + {g.pending} pending{late}", f"{g.pending} GPU test(s) pending")
+    if late:
+        return Cell("late", text + late, f"submitted {g.submitted_at}")
     return Cell("score", text, "")
 
 
