@@ -15,7 +15,10 @@ assignment folder as released, public tests included) are boilerplate and never 
 
 A pair's score is the larger of the two shares: the share of each side's own (non-stub) code
 covered by matching passages. Against the reference solution and ``--against`` sources only the
-student's side counts. Similarity is evidence for a human to look at, never a verdict.
+student's side counts. As MOSS does (its ``-m``), a fingerprint that more than half of the class's
+submissions (and more than ten of them) share is a common idiom and not evidence: so a source copied
+by most of a class shows as a class-wide shift in the distribution, not as pairs. Similarity is
+evidence for a human to look at, never a verdict.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from course.insight.pages import _figure, _page
 from course.insight.similarity import SimilarityReport, VERDICT_NOTE, Pair
 
 e = html.escape
+MAX_PAGES = 500     # side-by-side pages written at most (the highest scores); the index lists every pair
 
 SIDE_CSS = """.verdict{border-left:4px solid #8a5a00;background:#fff6e0;padding:.6rem .9rem}
 .sides{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.sides pre{background:#f7f7f7;padding:.6rem;
@@ -56,10 +57,11 @@ def index_page(rep: SimilarityReport, links: dict[tuple[str, str], str]) -> str:
         body.append(f"<table data-kind='{kind}'><tr><th>score</th><th>first</th><th>share of first</th><th>second</th>"
                     "<th>share of second</th><th>side by side</th></tr>")
         for p in rows:
-            href = links.get((p.a, p.b), "")
+            href = links.get((p.a, p.b))
+            view = f"<a href='{e(quote(href))}'>view</a>" if href else f"not written (only the top {MAX_PAGES})"
             body.append(f"<tr><td class='num'>{_pct(p.score)}</td><td>{e(_label(rep, p.a))}</td>"
                         f"<td class='num'>{_pct(p.share_a)}</td><td>{e(_label(rep, p.b))}</td>"
-                        f"<td class='num'>{_pct(p.share_b)}</td><td><a href='{e(quote(href))}'>view</a></td></tr>")
+                        f"<td class='num'>{_pct(p.share_b)}</td><td>{view}</td></tr>")
         body.append("</table>")
     below = [p for p in rep.pairs if p.score < rep.threshold][:10]
     body.append(f"<h2>The closest pairs below {rep.threshold:g}</h2>")
@@ -110,7 +112,7 @@ def write(rep: SimilarityReport, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     links: dict[tuple[str, str], str] = {}
     written = []
-    for i, p in enumerate(rep.flagged, 1):
+    for i, p in enumerate(rep.flagged[:MAX_PAGES], 1):
         name = f"pair-{i:03d}.html"
         links[(p.a, p.b)] = name
         path = out / name
