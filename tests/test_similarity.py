@@ -144,3 +144,16 @@ def test_a_course_without_submissions(toy, tmp_path):
     rep = api.similarity(course, "vecops", out=tmp_path)
     assert rep.pairs == [] and "None." in rep.written[0].read_text()
     shutil.rmtree(tmp_path)
+
+
+def test_notebooks_count_by_their_code_cells_and_caps_hold_for_wide_characters(tmp_path):
+    import json
+    cells = [{"cell_type": "code", "source": ["x = 1\n", "y = 2\n"]}, {"cell_type": "markdown", "source": "prose"}]
+    (tmp_path / "a_work.ipynb").write_text(json.dumps({"cells": cells}))
+    (tmp_path / "wide.py").write_text("é" * (sim.MAX_CHARS + 10))
+    (tmp_path / "model.pt").write_bytes(b"\0" * 64)
+    text, files, notes = sim.read_source(tmp_path)
+    assert files == ["a_work.ipynb", "wide.py"]
+    assert "x = 1\ny = 2" in text and "prose" not in text
+    assert any(n.startswith("capped wide.py") for n in notes) and "skipped model.pt: a binary file" in notes
+    assert text.count("é") < sim.MAX_CHARS

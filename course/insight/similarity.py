@@ -23,6 +23,7 @@ evidence for a human to look at, never a verdict.
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ CANDIDATE_SHARE = 0.5      # pairs sharing at least threshold × this of their f
 COMMON_SHARE = 0.5         # a fingerprint in more than this share of the class's submissions (and in more than
 COMMON_MIN = 10            # COMMON_MIN of them) is a common idiom, not evidence: MOSS's -m option
 CODE_SUFFIXES = (".py", ".ipynb")
+NOTEBOOK_BYTES = 64 << 20  # a notebook is read whole (its outputs may be large) up to this size
 VERDICT_NOTE = ("Similarity is evidence for a human to look at, never a verdict: shared code can be "
                 "allowed collaboration, a common tutorial, or chance in a short task. Read the matching "
                 "regions before anything else.")
@@ -121,24 +123,27 @@ def read_source(folder: Path, max_chars: int = MAX_CHARS) -> tuple[str, list[str
                    and "__pycache__" not in p.parts and not any(x.startswith(".") for x in p.relative_to(folder).parts))
     for path in paths:
         rel = path.relative_to(folder).as_posix()
-        data = path.read_bytes()
+        limit = {".py": 4 * max_chars + 4, ".ipynb": NOTEBOOK_BYTES}.get(path.suffix, 8192)
+        with path.open("rb") as fh:   # never more than a capped document's worth of bytes
+            data = fh.read(limit)
         if b"\0" in data[:8192]:
             notes.append(f"skipped {rel}: a binary file")
             continue
-        try:
-            text = data.decode("utf-8")
+        if path.suffix not in CODE_SUFFIXES:
+            continue
+        try:   # a prefix may end inside a character: the incremental decoder leaves it out
+            text = codecs.getincrementaldecoder("utf-8")().decode(data, final=len(data) < limit)
         except UnicodeDecodeError as exc:
             notes.append(f"skipped {rel}: not UTF-8 text (byte {exc.start})")
             continue
-        if path.suffix not in CODE_SUFFIXES:
-            continue
+        size = path.stat().st_size
         if path.suffix == ".ipynb":
             text = _notebook_code(text, rel, notes)
             if text is None:
                 continue
         if used + len(text) > max_chars:
             keep = max(0, max_chars - used)
-            notes.append(f"capped {rel}: {len(text):,} characters, only the first {keep:,} compared "
+            notes.append(f"capped {rel}: {size:,} bytes, only the first {keep:,} characters compared "
                          f"(at most {max_chars:,} per submission)")
             text = text[:keep]
         if not text:
