@@ -477,20 +477,18 @@ def report_command(slugs, out, open_, terminal, course_file) -> None:
 def similarity_command(slug, threshold, against, out, open_, course_file) -> None:
     """Code similarity across SLUG's class, with the reference solution and earlier terms (winnowing)."""
     from rich.markup import escape
-    from course.insight.similarity import VERDICT_NOTE
     course = _course(course_file)
     rep = api.similarity(course, slug, threshold=threshold, against=against, out=out)
+    from course.insight.similarity import VERDICT_NOTE
     table = Table(title=f"{slug}: pairs at or above {rep.threshold:g} ({rep.seconds:.1f} s)")
     for col in ("score", "first", "second", "shares"):
         table.add_column(col, overflow="fold")
+    name = rep.label
     for p in rep.flagged:
-        second = rep.documents[p.b]
-        name = {"reference": "the reference solution", "against": f"{second.label} (--against)"}.get(second.kind,
-                                                                                                    second.label)
-        table.add_row(f"{p.score:.0%}", escape(p.a), escape(name), f"{p.share_a:.0%} / {p.share_b:.0%}")
+        table.add_row(f"{p.score:.0%}", escape(name(p.a)), escape(name(p.b)), f"{p.share_a:.0%} / {p.share_b:.0%}")
     console.print(table)
     for group in (g for g in rep.clusters if len(g) > 2):
-        console.print("group: " + escape(", ".join(group)))
+        console.print("group: " + escape(", ".join(name(k) for k in group)))
     for who, note in rep.notes:
         err_console.print(f"note: {escape(who)}: {escape(note)}")
     console.print(f"[yellow]{VERDICT_NOTE}[/]")

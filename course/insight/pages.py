@@ -37,7 +37,7 @@ th{background:#f3f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:.9rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(28rem,1fr));gap:1rem}
 .legend span{display:inline-block;padding:.1rem .5rem;margin-right:.4rem;border-radius:3px}
-.empty{padding:1rem;background:#f6f6f6;border:1px dashed #bbb}code{font-size:.9em}
+.empty{padding:1rem;background:#f6f6f6;border:1px dashed #bbb}code{font-size:.9em}td code{overflow-wrap:anywhere}
 """
 
 

@@ -107,6 +107,11 @@ class SimilarityReport:
     def student_pairs(self) -> list[Pair]:
         return [p for p in self.pairs if self.documents[p.b].kind == "student"]
 
+    def label(self, key: str) -> str:
+        """How a source is named on the pages and in the terminal."""
+        d = self.documents[key]
+        return {"reference": "the reference solution", "against": f"{d.label} (--against)"}.get(d.kind, d.label)
+
     @property
     def notes(self) -> list[tuple[str, str]]:
         return [(d.label, n) for d in self.documents.values() for n in d.notes]

@@ -30,8 +30,7 @@ def _pct(x: float) -> str:
 
 
 def _label(rep: SimilarityReport, key: str) -> str:
-    d = rep.documents[key]
-    return {"reference": "the reference solution", "against": f"{d.label} (--against)"}.get(d.kind, d.label)
+    return rep.label(key)
 
 
 def index_page(rep: SimilarityReport, links: dict[tuple[str, str], str]) -> str:
