@@ -166,3 +166,11 @@ def test_cli_report_writes_the_pages_and_terminal_summary(klass, tmp_path, monke
     assert "wordstats: points per task" in out and "later" not in out
     result = CliRunner().invoke(main, ["report", "nope", "--course", str(klass / "course.yml")])
     assert result.exit_code == 2 and "unknown assignment 'nope'" in result.output
+
+
+def test_a_course_nobody_submitted_to(toy, tmp_path):
+    course = api.load_course(toy / "course.yml")
+    summary, written = api.class_report(course, out=tmp_path)
+    assert summary.students == [] and [p.name for p in written] == ["index.html", "vecops.html"]
+    assert "No student has submitted anything yet" in written[0].read_text()
+    assert "Nobody has been graded" in written[1].read_text()

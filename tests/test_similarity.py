@@ -157,3 +157,15 @@ def test_notebooks_count_by_their_code_cells_and_caps_hold_for_wide_characters(t
     assert "x = 1\ny = 2" in text and "prose" not in text
     assert any(n.startswith("capped wide.py") for n in notes) and "skipped model.pt: a binary file" in notes
     assert text.count("é") < sim.MAX_CHARS
+
+
+def test_against_a_folder_of_code_is_one_source_and_a_folder_of_folders_many(tmp_path):
+    (tmp_path / "repo" / "src").mkdir(parents=True)
+    (tmp_path / "repo" / "wordstats.py").write_text("x = 1\n")
+    (tmp_path / "term" / "a").mkdir(parents=True)
+    (tmp_path / "term" / "b").mkdir()
+    assert sim.against_sources(tmp_path / "repo") == [("repo", tmp_path / "repo")]
+    assert sim.against_sources(tmp_path / "term") == [("term/a", tmp_path / "term" / "a"),
+                                                      ("term/b", tmp_path / "term" / "b")]
+    with pytest.raises(CourseError, match="not a folder"):
+        sim.against_sources(tmp_path / "missing")

@@ -1,13 +1,13 @@
 """Code similarity across a class: MOSS's winnowing over normalised token fingerprints.
 
-The building blocks are copydetect's (``copydetect.utils``): its Pygments-based normaliser (every
-variable, function and class name becomes one letter, strings one symbol, comments and layout
-vanish, so renaming changes nothing), Schleimer, Wilkerson and Aiken's robust winnowing, the
-match-to-slice mapping and the HTML highlighter. Two things differ from copydetect's own driver:
-the k-gram hash is a stable polynomial hash (copydetect's uses Python's ``hash``, salted per
-process, so scores would change from run to run), and pairs are first ranked by shared
-fingerprints (set intersections, cheap) so that copydetect's exact overlap runs only for the
-pairs that may be above the threshold.
+The building blocks are copydetect's (``copydetect.utils``, ``compare_files``): its Pygments-based
+normaliser (every variable, function and class name becomes one letter, strings one symbol,
+comments and layout vanish, so renaming changes nothing), Schleimer, Wilkerson and Aiken's robust
+winnowing, the matching-passage overlap and the HTML highlighter. Two things differ from
+copydetect's own driver: the k-gram hash is a stable polynomial hash (copydetect's uses Python's
+``hash``, salted per process, so scores would change from run to run), and pairs are first ranked
+by shared fingerprints (set intersections, cheap) so that copydetect's exact overlap runs only for
+the pairs that may be above the threshold.
 
 One document per source: a student's latest submission (their code files, concatenated in path
 order), the reference solution, and each ``--against`` source. Fingerprints of the stub (the
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from copydetect.utils import filter_code, get_copied_slices, get_token_coverage, winnow
+from copydetect.utils import filter_code, get_token_coverage, winnow
 
 from course.errors import CourseError
 
