@@ -480,3 +480,59 @@ def import_manual_scores(course: Course, slug: str, nbgrader_db: Path, assignmen
                 raise CourseError(f"{nbgrader_db}: student {r.student!r} is not in the course gradebook")
             gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader")
     return records
+
+
+# ------------------------------------------------------------------ insight: class report, similarity, flaky tests
+
+def _insight(module: str) -> Any:
+    """A module of course.insight; its libraries (matplotlib, copydetect) come with the ``insight`` extra."""
+    import importlib
+    try:
+        return importlib.import_module(f"course.insight.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("matplotlib", "copydetect", "pygments"):
+            raise CourseError(f"the class report and similarity need {exc.name}: pip install 'course[insight]'") from None
+        raise
+
+
+def report_folder(course: Course) -> Path:
+    """Where ``course report`` and ``course similarity`` write by default: ``report/`` beside the feedback."""
+    return course.paths.feedback.parent / "report"
+
+
+def class_summary(course: Course, slugs: Sequence[str] | None = None) -> Any:
+    """The numbers of the class report (:class:`course.insight.summary.CourseSummary`)."""
+    summary = _insight("summary")
+    with open_gradebook(course) as gb:
+        return summary.course_summary(course, gb, slugs)
+
+
+def class_report(course: Course, slugs: Sequence[str] | None = None, out: Path | None = None) -> tuple[Any, list[Path]]:
+    """Write the class report: ``index.html`` and ``<slug>.html`` per assignment (self-contained)."""
+    pages = _insight("pages")
+    summary_ = class_summary(course, slugs)
+    return summary_, pages.write(summary_, Path(out) if out else report_folder(course), course.paths.feedback)
+
+
+def similarity(course: Course, slug: str, *, threshold: float | None = None, against: Sequence[Path] = (),
+               out: Path | None = None) -> Any:
+    """Code similarity of ``slug``'s latest submissions, with the reference solution and ``against`` folders;
+    writes ``index.html`` and a side-by-side page per pair above the threshold."""
+    sim, similarity_pages = _insight("similarity"), _insight("similarity_pages")
+    course.assignment(slug)
+    threshold = sim.check_threshold(sim.DEFAULT_THRESHOLD if threshold is None else threshold)
+    for folder in against:
+        if not Path(folder).is_dir():
+            raise CourseError(f"--against {folder}: not a folder")
+    with open_gradebook(course) as gb:
+        students = {s.student: course.paths.root / s.path for s in gb.submissions([slug])}
+    rep = sim.analyse(slug, students, stub=course.paths.assignments / slug, reference=course.paths.solutions / slug,
+                      against=[Path(a) for a in against], threshold=threshold)
+    similarity_pages.write(rep, Path(out) if out else report_folder(course) / "similarity" / slug)
+    return rep
+
+
+def validate_seeds(course: Course, slugs: Sequence[str] | None, seeds: Sequence[int], *, jobs: int = 2,
+                   backend: str = "sandbox", on_progress: Callable[[str], None] | None = None) -> list[Any]:
+    """Grade each solution and stub under every seed; flag tests whose outcome changes (flaky tests)."""
+    return _insight("flaky").validate_seeds(course, slugs, seeds, jobs=jobs, backend=backend, on_progress=on_progress)

@@ -261,9 +261,13 @@ def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path
               help="Grade the solution and the stub in parallel.")
 @click.option("--graders", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding graders/<slug> (default: course.yml paths.graders).")
+@click.option("--seeds", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also grade the solution and the stub under N secret seeds and flag tests whose outcome changes.")
 @COURSE_OPTION
-def validate(slugs, jobs, graders, course_file) -> None:
+def validate(slugs, jobs, graders, seeds, course_file) -> None:
     """Check each assignment: solution full marks, stub 0, stubs in sync, points add up, no leak."""
+    if seeds == 1:
+        raise click.BadParameter("at least 2 seeds are needed to see an outcome change", param_hint="--seeds")
     course = _course(course_file, graders)
     reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(m))
     failed = False
@@ -279,7 +283,31 @@ def validate(slugs, jobs, graders, course_file) -> None:
             table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
         console.print(table)
         failed |= not rep.ok
+    if seeds:
+        failed |= not _validate_seeds(course, slugs, seeds, jobs)
     sys.exit(1 if failed else 0)
+
+
+def _validate_seeds(course, slugs, n: int, jobs: int) -> bool:
+    import secrets
+    from rich.markup import escape
+    reports = api.validate_seeds(course, slugs or None, [secrets.randbits(62) for _ in range(n)], jobs=jobs,
+                                 on_progress=lambda m: err_console.print(escape(m)))
+    for rep in reports:
+        table = Table(title=f"validate {rep.slug} under {len(rep.seeds)} seeds: {rep.tests} test outcome(s) compared, "
+                            f"{len(rep.flaky)} flaky ({rep.seconds:.0f} s)")
+        for col in ("test", "graded on", "task", "outcomes"):
+            table.add_column(col, overflow="fold")
+        for f in rep.flaky:
+            table.add_row(escape(f.name), f.variant, escape(str(f.task)),
+                          escape(f.summary + "; seeds " + ", ".join(f"{s:#x}={o}" for s, o in f.outcomes.items())))
+        for message in rep.errors:
+            table.add_row("[red]could not grade[/]", "", "", escape(message))
+        console.print(table)
+        if rep.flaky:
+            err_console.print(f"[red]{len(rep.flaky)} flaky test(s) in {rep.slug}:[/] the same code got different "
+                              "outcomes under different seeds (a grading bug: fix the test's tolerance or inputs)")
+    return all(rep.ok for rep in reports)
 
 
 # ------------------------------------------------------------------ CI and Gradescope (course/ci.py, course/gradescope.py)
@@ -407,6 +435,66 @@ def models_prepare(cache: Path | None) -> None:
     from course import models as models_mod
     folder = models_mod.prepare_smollm2(cache or Path.home() / ".cache" / "course" / "models")
     console.print(f"SmolLM2-135M-Instruct: {folder}")
+
+
+# ------------------------------------------------------------------ see the class (course/insight/)
+
+@main.command("report")
+@click.argument("slugs", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write index.html and SLUG.html into (default: report/ beside the feedback folder).")
+@click.option("--open", "open_", is_flag=True, help="Open the course page in a web browser afterwards.")
+@click.option("--terminal", is_flag=True, help="Print a compact summary here instead of writing the pages.")
+@COURSE_OPTION
+def report_command(slugs, out, open_, terminal, course_file) -> None:
+    """The class report: scores, tasks, tests, test health, lateness and grading cost, as HTML with plots."""
+    course = _course(course_file)
+    if terminal:
+        from course.insight import terminal as terminal_mod
+        for part in terminal_mod.render(api.class_summary(course, slugs or None)):
+            console.print(part)
+        return
+    summary, written = api.class_report(course, slugs or None, out)
+    flagged = sum(len(a.flagged) for a in summary.assignments)
+    console.print(f"wrote {len(written)} page(s): {written[0]}")
+    if flagged:
+        console.print(f"[bold red]{flagged} test(s) to check[/] (see Test health on the assignment pages)")
+    if open_:
+        click.launch(str(written[0]))
+
+
+@main.command("similarity")
+@click.argument("slug")
+@click.option("--threshold", type=float, default=None, metavar="T",
+              help="List pairs whose score (share of code in matching passages) is at least T, 0-1 (default 0.7).")
+@click.option("--against", "against", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Also compare with this folder: one source per subfolder (an earlier term), or one source "
+                   "if it holds code itself (a cloned repository). Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for index.html and the side-by-side pages (default: report/similarity/SLUG).")
+@click.option("--open", "open_", is_flag=True, help="Open the index page in a web browser afterwards.")
+@COURSE_OPTION
+def similarity_command(slug, threshold, against, out, open_, course_file) -> None:
+    """Code similarity across SLUG's class, with the reference solution and earlier terms (winnowing)."""
+    from rich.markup import escape
+    course = _course(course_file)
+    rep = api.similarity(course, slug, threshold=threshold, against=against, out=out)
+    from course.insight.similarity import VERDICT_NOTE
+    table = Table(title=f"{slug}: pairs at or above {rep.threshold:g} ({rep.seconds:.1f} s)")
+    for col in ("score", "first", "second", "shares"):
+        table.add_column(col, overflow="fold")
+    name = rep.label
+    for p in rep.flagged:
+        table.add_row(f"{p.score:.0%}", escape(name(p.a)), escape(name(p.b)), f"{p.share_a:.0%} / {p.share_b:.0%}")
+    console.print(table)
+    for group in (g for g in rep.clusters if len(g) > 2):
+        console.print("group: " + escape(", ".join(name(k) for k in group)))
+    for who, note in rep.notes:
+        err_console.print(f"note: {escape(who)}: {escape(note)}")
+    console.print(f"[yellow]{VERDICT_NOTE}[/]")
+    console.print(f"wrote {rep.written[0]}")
+    if open_:
+        click.launch(str(rep.written[0]))
 
 
 if __name__ == "__main__":

@@ -286,6 +286,17 @@ class Gradebook:
         return list(self.db.execute("SELECT * FROM manual_scores WHERE student=? AND slug=? ORDER BY item",
                                     (student, slug)))
 
+    # -------------------------------------------------------------- history (the class report's test health)
+
+    def history(self, slugs: Sequence[str] | None = None) -> list[tuple[SubmissionRow, GradingRow]]:
+        """Every grading ever recorded (graded and error, every attempt), oldest first, with its submission."""
+        subs = {s.id: s for s in self.submissions(slugs, latest_only=False)}
+        if not subs:
+            return []
+        rows = self.db.execute(f"SELECT * FROM gradings WHERE submission_id IN ({','.join('?' * len(subs))}) "
+                               "ORDER BY id", list(subs))
+        return [(subs[r["submission_id"]], _grading(r)) for r in rows]
+
     # -------------------------------------------------------------- comparison (tests, resumability)
 
     def snapshot(self) -> list[tuple]:

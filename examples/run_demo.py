@@ -77,9 +77,12 @@ def main() -> None:
     course("export", "--format", "csv")
     course("export", "--format", "gradescope")
     course("export", "--format", "junit")
+    course("report")
+    for a in real["assignments"]:
+        course("similarity", a["slug"])
     print((WORK / "exports" / "grades.csv").read_text(encoding="utf-8"))
     print(f"demo finished in {time.monotonic() - t0:.0f} s; feedback under {WORK / 'feedback'}, "
-          f"exports under {WORK / 'exports'}")
+          f"exports under {WORK / 'exports'}, the class report in {WORK / 'report' / 'index.html'}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Job:
     submission: Path
     only: tuple[str, ...] = () # test names to run (``--only-pending``); empty: all
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
+    seed: int | None = None    # the judge's seed (``course validate --seeds``); None: a fresh secret one
 
 
 @dataclass
@@ -149,7 +150,7 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
-                       seed=secrets.randbits(62), only=job.only, ini=ini)
+                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
