@@ -201,7 +201,15 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
             on_executor(ex)
 
         def record(result: JobResult) -> None:
-            row = _record(gb, result, backend=backend, device=device)
+            try:
+                row = _record(gb, result, backend=backend, device=device)
+            except Exception as exc:   # one student's data must never stop the class: recorded as an error
+                p = result.job.payload
+                message = f"the results could not be recorded ({type(exc).__name__}: {exc}); re-run to retry"
+                gb.save_error(p["submission_id"], result.job.spec.version, message, backend=backend, device=device,
+                              started_at=result.started_at, duration=result.duration)
+                row = GradeRow(p["student"], result.job.spec.slug, p["attempt"], "error", message=message,
+                               seconds=result.duration)
             report_.rows.append(row)
             if on_done:
                 on_done(row)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from course import api
 from course.errors import CourseError
+from course.textsafe import term
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -37,7 +38,7 @@ class CourseGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CourseError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {term(exc)}", markup=True, highlight=False)
             ctx.exit(exc.exit_code)
 
 
@@ -69,8 +70,8 @@ def check(slug: str, tasks: tuple[str, ...], keyword: str | None, submission: Pa
     for col in ("task", "passed", "points", "first failure"):
         table.add_column(col, overflow="fold")
     for row in rep.rows:
-        table.add_row(row["task"], f"{row['passed']}/{row['tests']}",
-                      f"{row['points']:.2f}/{row['max_points']:.2f}", row["first_failure"][:200])
+        table.add_row(term(row["task"]), f"{row['passed']}/{row['tests']}",
+                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(row["first_failure"], 200))
     console.print(table)
     if not rep.results:
         err_console.print("no tests ran (check the --task / -k selection)")
@@ -112,8 +113,8 @@ def collect(source: Path, slug: str, student: str | None, submitted_at: str | No
         table.add_column(col, overflow="fold")
     for item in rep.items:
         style = {"error": "red", "unchanged": "dim"}.get(item.status, "")
-        table.add_row(item.student, f"[{style}]{item.status}[/]" if style else item.status,
-                      str(item.attempt or ""), item.message)
+        table.add_row(term(item.student), f"[{style}]{item.status}[/]" if style else item.status,
+                      str(item.attempt or ""), term(item.message))
     console.print(table)
     if rep.errors:
         err_console.print(f"{len(rep.errors)} submission(s) could not be collected (see above)")
@@ -158,13 +159,13 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
             progress.refresh()
 
     def on_start(job) -> None:
-        progress.update(state["task"], description=f"grading {job.key}")
+        progress.update(state["task"], description=f"grading {term(job.key)}")
         progress.refresh()
 
     def on_done(row) -> None:
         progress.advance(state["task"])
         if row.status == "error":
-            progress.console.print(f"[red]could not grade {row.student}/{row.slug}:[/] {row.message[:300]}")
+            progress.console.print(f"[red]could not grade {term(row.student)}/{row.slug}:[/] {term(row.message, 300)}")
         progress.refresh()
 
     def show_dashboard(ex) -> None:
@@ -184,7 +185,7 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
     for col in ("student", "assignment", "attempt", "status", "points", "pending", "isolation", "seconds"):
         table.add_column(col)
     for r in sorted(rep.rows, key=lambda r: (r.slug, r.student)):
-        table.add_row(r.student, r.slug, str(r.attempt), r.status,
+        table.add_row(term(r.student), r.slug, str(r.attempt), r.status,
                       f"{r.points:.2f}/{r.max_points:.2f}" if r.status != "error" else "-",
                       str(r.pending or ""), r.isolation or "", f"{r.seconds:.1f}")
     console.print(table)
@@ -221,7 +222,7 @@ def status(course_file: Path | None) -> None:
         for col in ("student", "assignment", "due", "reason"):
             ext.add_column(col)
         for e in extensions:
-            ext.add_row(e.student, e.assignment, e.due.isoformat(), e.reason)
+            ext.add_row(term(e.student), e.assignment, e.due.isoformat(), term(e.reason))
         console.print(ext)
 
 
@@ -250,7 +251,7 @@ def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path
     course = _course(course_file)
     written = api.export(course, fmt, out, slugs or None)
     for path in written[:10]:
-        console.print(str(path))
+        console.print(term(path))
     if len(written) > 10:
         console.print(f"... and {len(written) - 10} more")
 
@@ -280,7 +281,7 @@ def validate(slugs, jobs, graders, seeds, course_file) -> None:
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for name, ok, detail in rep.checks:
-            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", term(detail))
         console.print(table)
         failed |= not rep.ok
     if seeds:
@@ -406,7 +407,7 @@ def notebooks() -> None:
 def notebooks_stage(slug: str, nbgrader_root: Path, nbgrader_assignment: str | None, course_file: Path | None) -> None:
     """Put the latest submitted notebooks of SLUG into nbgrader for manual grading (no student code runs)."""
     staged = api.stage_formgrader(_course(course_file), slug, nbgrader_root, nbgrader_assignment)
-    console.print(f"staged {len(staged)} notebook(s) for the formgrader: {', '.join(staged)}")
+    console.print(f"staged {len(staged)} notebook(s) for the formgrader: {term(', '.join(staged))}")
 
 
 @notebooks.command("import-manual")

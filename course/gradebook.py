@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from course import textsafe
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -172,7 +174,8 @@ class Gradebook:
             db.execute("INSERT OR IGNORE INTO students VALUES (?)", (student,))
             cur = db.execute("INSERT INTO submissions (student, slug, attempt, submitted_at, late_by, sha256, path, "
                              "source, collected_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                             (student, slug, attempt, submitted_at, late_by, sha256, path, source, now()))
+                             (student, slug, attempt, submitted_at, late_by, sha256, path,
+                              None if source is None else _t(source, 2000), now()))
             return int(cur.lastrowid)
 
     def set_late_by(self, updates: Sequence[tuple[float, int]]) -> None:
@@ -243,8 +246,9 @@ class Gradebook:
             grading_id = int(cur.lastrowid)
             db.executemany(
                 "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(grading_id, r.test_id, r.name, r.task, int(bool(r.hidden)), r.outcome, float(r.points),
-                  float(r.max_points), r.message or "", r.detail or "", r.location, float(r.duration))
+                [(grading_id, _t(r.test_id, 1000), _t(r.name, 1000), None if r.task is None else _t(r.task, 50),
+                  int(bool(r.hidden)), r.outcome, float(r.points), float(r.max_points), _t(r.message or ""),
+                  _t(r.detail or ""), None if r.location is None else _t(r.location, 300), float(r.duration))
                  for r in all_results])
         return grading_id
 
@@ -255,7 +259,7 @@ class Gradebook:
             cur = db.execute(
                 "INSERT INTO gradings (submission_id, grader_version, status, backend, device, message, started_at, "
                 "finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?)",
-                (submission_id, grader_version, "error", backend, device, message[:4000], started_at, now(),
+                (submission_id, grader_version, "error", backend, device, _t(message, 4000), started_at, now(),
                  round(duration, 3)))
             return int(cur.lastrowid)
 
@@ -309,6 +313,11 @@ class Gradebook:
             "AND g.id = (SELECT MAX(id) FROM gradings h WHERE h.submission_id = s.id) "
             "LEFT JOIN results r ON r.grading_id = g.id ORDER BY 1, 2, 3, 10")
         return [tuple(r) for r in rows]
+
+
+def _t(value: Any, limit: int = 20000) -> str:
+    """Text from a student's code or files, safe to store (valid UTF-8, no control characters)."""
+    return textsafe.clean(value, limit)
 
 
 def _statements(script: str) -> list[str]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
 import io
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from course import textsafe
 from course.config import Course
 from course.gradebook import Gradebook, ResultRow
 
@@ -150,8 +149,15 @@ def _fmt(x: float) -> str:
 
 def _code_block(text: str, max_lines: int) -> list[str]:
     """An indented Markdown code block whose fence no run of backticks in ``text`` can close."""
-    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
-    return [f"  {fence}", *("  " + ln for ln in text.splitlines()[:max_lines]), f"  {fence}"]
+    return textsafe.md_code_block(text, max_lines, indent="  ")
+
+
+_span = textsafe.md_code_span
+
+
+def _cell(value: Any) -> str:
+    """A Markdown table cell: a code span with no '|' that could split the row."""
+    return _span(textsafe.one_line(value).replace("|", "\\|"))
 
 
 def _lateness(g: Graded, course: Course | None) -> str:
@@ -169,7 +175,7 @@ def _lateness(g: Graded, course: Course | None) -> str:
 # ------------------------------------------------------------------ feedback
 
 def feedback_markdown(g: Graded, course: Course | None = None) -> str:
-    lines = [f"# {g.title} — feedback for {g.student}", ""]
+    lines = [f"# {textsafe.one_line(g.title)} — feedback for {textsafe.one_line(g.student)}", ""]
     if g.status == "missing":
         return "\n".join(lines + ["No submission was collected for this assignment.", ""])
     lines.append(f"- Submission: attempt {g.attempt}, submitted {g.submitted_at} ({_lateness(g, course)})")
@@ -196,15 +202,16 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     if not failures:
         lines.append("All public tests passed.")
     for r in failures:
-        where = f" at `{r.location}`" if r.location else ""
-        lines.append(f"- `{r.name}` (task {r.task}, {r.outcome}){where}:")
+        where = f" at {_span(r.location)}" if r.location else ""
+        lines.append(f"- {_span(r.name)} (task {textsafe.one_line(r.task)}, {r.outcome}){where}:")
         lines += ["", *_code_block(r.message or r.outcome, 30), ""]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only.", "",
                   "| test | task | outcome | points |", "| --- | --- | --- | --- |"]
         for r in hidden:
-            lines.append(f"| `{r.name}` | {r.task} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+            lines.append(f"| {_cell(r.name)} | {textsafe.one_line(r.task)} | {r.outcome} | "
+                         f"{_fmt(r.points)} / {_fmt(r.max_points)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,7 +224,7 @@ padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}.passed{color:#0a6b2d}
 
 def feedback_html(g: Graded, course: Course | None = None) -> str:
     """A self-contained page (no external assets); every student-controlled string is escaped."""
-    e = html.escape
+    e = textsafe.html_text
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(g.title)} — {e(g.student)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(g.title)} — feedback for {e(g.student)}</h1>"]
     if g.status == "missing":
@@ -289,7 +296,7 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
         header += [slug, f"{slug}_raw", f"{slug}_late_hours"]
     writer.writerow(header + ["total"])
     for student in sorted(by_student):
-        row: list[Any] = [student]
+        row: list[Any] = [textsafe.csv_cell(student)]
         total = 0.0
         for slug in slugs:
             g = by_student[student].get(slug)
@@ -308,11 +315,11 @@ def gradescope_results(g: Graded) -> dict[str, Any]:
     for r in g.results:
         status = "passed" if r.outcome == "passed" else "failed"
         tests.append({
-            "name": r.name,
+            "name": textsafe.clean(r.name, 500),
             "score": round(r.points, 4),
             "max_score": round(r.max_points, 4),
             "status": status,
-            "output": "" if r.hidden else (r.message if r.outcome != "passed" else ""),
+            "output": "" if r.hidden else (textsafe.clean(r.message) if r.outcome != "passed" else ""),
             "visibility": "after_published" if r.hidden else "visible",
             "tags": [f"task {r.task}"] + (["pending"] if r.outcome == "pending" else []) + [r.outcome],
         })
@@ -340,31 +347,32 @@ def junit_xml(graded: Sequence[Graded]) -> str:
         failures = sum(1 for r in g.results if r.outcome == "failed")
         errors = sum(1 for r in g.results if r.outcome in ("error", "timeout"))
         skipped = sum(1 for r in g.results if r.outcome in ("pending", "skipped"))
-        suite = ET.SubElement(root, "testsuite", name=f"{g.student}/{g.slug}", tests=str(len(g.results)),
+        x = textsafe.xml_text
+        suite = ET.SubElement(root, "testsuite", name=x(f"{g.student}/{g.slug}"), tests=str(len(g.results)),
                               failures=str(failures), errors=str(errors), skipped=str(skipped),
                               time=f"{sum(r.duration for r in g.results):.3f}")
         for r in g.results:
             case = ET.SubElement(suite, "testcase", classname=f"{g.slug}.{'hidden' if r.hidden else 'public'}",
-                                 name=r.name, time=f"{r.duration:.3f}")
+                                 name=x(r.name), time=f"{r.duration:.3f}")
             ET.SubElement(case, "properties").extend([
-                ET.Element("property", name="task", value=str(r.task)),
+                ET.Element("property", name="task", value=x(r.task)),
                 ET.Element("property", name="points", value=f"{r.points}/{r.max_points}")])
-            message = HIDDEN_FAILED if r.hidden else (r.message.splitlines()[0] if r.message else r.outcome)
+            message = HIDDEN_FAILED if r.hidden else (x(r.message).split("\n")[0] if r.message else r.outcome)
             if r.outcome == "failed":
                 el = ET.SubElement(case, "failure", message=message[:500])
-                el.text = "" if r.hidden else r.message
+                el.text = "" if r.hidden else x(r.message)
             elif r.outcome in ("error", "timeout"):
                 el = ET.SubElement(case, "error", message=f"{r.outcome}: {message}"[:500])
-                el.text = "" if r.hidden else r.message
+                el.text = "" if r.hidden else x(r.message)
             elif r.outcome in ("pending", "skipped"):
-                ET.SubElement(case, "skipped", message=r.outcome if r.hidden else (r.message or r.outcome)[:500])
+                ET.SubElement(case, "skipped", message=r.outcome if r.hidden else x(r.message or r.outcome)[:500])
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def ci_summary(g: Graded) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: points per task, public failures, hidden by name and outcome."""
-    lines = [f"## {g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
+    lines = [f"## {textsafe.one_line(g.title)}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
              "| --- | --- | --- |"]
     for t in tasks(g):
         lines.append(f"| {t['task']} | {t['passed']}/{t['tests']} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
@@ -372,12 +380,12 @@ def ci_summary(g: Graded) -> str:
     if failures:
         lines += ["", "### Public tests that did not pass", ""]
         for r in failures:
-            lines += [f"- `{r.name}` ({r.outcome})" + (f" at `{r.location}`" if r.location else ""), "",
+            lines += [f"- {_span(r.name)} ({r.outcome})" + (f" at {_span(r.location)}" if r.location else ""), "",
                       *_code_block(r.message or "", 20)]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
-        lines += [f"| `{r.name}` | {r.outcome} |" for r in hidden]
+        lines += [f"| {_cell(r.name)} | {r.outcome} |" for r in hidden]
     return "\n".join(lines) + "\n"
 
 
@@ -387,11 +395,12 @@ def github_annotations(g: Graded, prefix: str = "") -> list[str]:
     for r in g.results:
         if r.hidden or r.outcome in ("passed", "pending") or not r.location or ":" not in r.location:
             continue
-        file, _, line = r.location.rpartition(":")
-        msg = (r.message.splitlines()[0] if r.message else r.outcome).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        file, _, line = textsafe.clean(r.location, 500).rpartition(":")
+        first = textsafe.clean(r.message, 2000).split("\n")[0] if r.message else r.outcome
+        msg = first.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         path = f"{prefix.rstrip('/')}/{file}" if prefix else file
         line = line if line.isdigit() else "1"
-        out.append(f"::error file={_command_property(path)},line={line},title={_command_property(r.name)}::{msg}")
+        out.append(f"::error file={_command_property(path)},line={line},title={_command_property(textsafe.clean(r.name, 500))}::{msg}")
     return out
 
 

@@ -248,3 +248,30 @@ def test_no_hidden_text_reaches_students(run: ClassRun) -> None:
     assert leaks == []
     hidden_messages = [r.message for rows in run.results.values() for r in rows if r.hidden]
     assert set(hidden_messages) == {""}
+
+
+def test_poisoned_text_breaks_no_output(run: ClassRun) -> None:
+    """The poison_* cases' strings leave every trusted output parseable and unforged."""
+    import xml.etree.ElementTree as ET
+    (junit,) = api.export(run.course, "junit")
+    ET.parse(junit)                                      # XML 1.0 throughout
+    (grades,) = api.export(run.course, "csv")
+    text = grades.read_text(encoding="utf-8")
+    assert "\ud800" not in text and "\x00" not in text
+    pages = {p.name: p.read_text(encoding="utf-8") for p in api.feedback(run.course, ["vecops"],
+                                                                           [c for c in CASES if c.startswith("poison")])}
+    for name, page in pages.items():
+        assert "\x1b" not in page and "\x00" not in page
+        if name.endswith(".html"):
+            assert "<script>" not in page
+        else:
+            from markdown_it import MarkdownIt
+            tokens = MarkdownIt("commonmark").enable("table").parse(page)
+            assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+            assert "\n# Score: 100" not in page and "\n# Forged" not in page
+            headings = [line for line in page.splitlines() if line.startswith("#")]
+            assert all(not h.startswith("# ") or "feedback for" in h for h in headings), headings
+    with api.open_gradebook(run.course) as gb:
+        for g in report.load_graded(run.course, gb, ["vecops"], [c for c in CASES if c.startswith("poison")]):
+            for line in report.github_annotations(g):
+                assert "\n" not in line and line.count("::") == 2

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import pytest
 
+from course import textsafe
 from course.config import Limits
 from course.grading import diagnose, inputs, wire
 from course.grading.failures import (BadReply, SubmissionError, SubmissionFailure, SubmissionTimeout,
@@ -413,8 +414,9 @@ def _message_of(report: pytest.TestReport) -> tuple[str, str | None]:
     else:
         message = str(longrepr or "")
     location = getattr(report, "course_location", None)
-    message = re.sub(r"^course\.grading\.(?:failures|sandbox)\.\w+: ", "", message)
-    return message[:MAX_PUBLIC_MESSAGE], location
+    message = re.sub(r"^course\.grading\.(?:failures|sandbox|inputs)\.\w+: ", "", message)
+    # the message may quote anything the student returned or raised: safe text from here on
+    return textsafe.clean(message, MAX_PUBLIC_MESSAGE), textsafe.clean(location, 300) if location else None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -445,7 +447,7 @@ def _record(state: JudgeState, report: pytest.TestReport) -> None:
         if report.skipped:
             message = _skip_reason(report)
             record.outcome = "pending" if message.startswith(PENDING_PREFIX) else "skipped"
-            record.message = message
+            record.message = textsafe.clean(message, MAX_PUBLIC_MESSAGE)
         elif report.failed:
             record.outcome = getattr(report, "course_outcome", "error")
             record.message, record.location = _message_of(report)
@@ -454,7 +456,7 @@ def _record(state: JudgeState, report: pytest.TestReport) -> None:
             record.outcome = "passed"
         elif report.skipped:
             record.outcome = "skipped"
-            record.message = _skip_reason(report)
+            record.message = textsafe.clean(_skip_reason(report), MAX_PUBLIC_MESSAGE)
         else:
             record.outcome = getattr(report, "course_outcome", "failed")
             record.message, record.location = _message_of(report)
