@@ -202,7 +202,7 @@ def _wrapper_depth(names: Sequence[str]) -> int:
         top = next(iter(tops))
         if not FOLDER_RE.match(top) and not FLAT_RE.match(top):
             inner = {n.split("/")[1] for n in names if n.count("/") >= 1 and n.split("/")[1]}
-            if inner and all(FOLDER_RE.match(i) or FLAT_RE.match(i) for i in inner):
+            if any(FOLDER_RE.match(i) or FLAT_RE.match(i) for i in inner):
                 return 1
     return 0
 
