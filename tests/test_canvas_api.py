@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 pytest.importorskip("canvasapi")
+pytestmark = pytest.mark.filterwarnings("ignore:Canvas may respond unexpectedly:UserWarning")  # http on 127.0.0.1
 pytestmark = pytest.mark.filterwarnings("ignore:Canvas may respond unexpectedly:UserWarning")   # http://127.0.0.1
 
 from course import api
