@@ -60,7 +60,7 @@ class Replay(BaseHTTPRequestHandler):
             link = (f'<{base}{url.path}?page=2&per_page=2>; rel="next"' if page == 1 else
                     f'<{base}{url.path}?page=1&per_page=2>; rel="first"')
             return self._send(200, PAGES[page], {"Link": link})
-        if url.path == "/api/v1/courses/42/users":
+        if url.path == "/api/v1/courses/42/search_users":      # "List users in course"
             assert query.get("enrollment_type[]") == ["student"]
             return self._send(200, [{"id": p.canvas_id, "name": p.name, "sortable_name": p.sortable,
                                      "sis_user_id": p.sis_user_id, "login_id": p.login} for p in F.CLASS])
