@@ -215,7 +215,7 @@ class Gradebook:
         return row[0] if row else None
 
     def add_submission(self, *, student: str, slug: str, attempt: int, submitted_at: str, late_by: float,
-                       sha256: str, path: str, source: str | None, submitted_at_source: str = "instructor-flag",
+                       sha256: str, path: str, source: str | None, submitted_at_source: str = "unrecorded",
                        notes: Sequence[str] = (), group_name: str | None = None,
                        members: Sequence[str] = ()) -> int:
         with self.transaction() as db:
