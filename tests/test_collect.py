@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course import api, collect
+from course import api, collect, safefiles
 from course.errors import CollectError
 from course.gradebook import Gradebook
 
@@ -126,7 +126,7 @@ def test_corrupt_zip_is_reported_for_that_student_and_others_collected(toy, tmp_
 
 
 def test_size_caps(tmp_path, monkeypatch):
-    monkeypatch.setattr(collect, "MAX_FILE_BYTES", 10)
+    monkeypatch.setattr(safefiles, "MAX_FILE_BYTES", 10)
     dest = tmp_path / "out"
     dest.mkdir()
     with pytest.raises(CollectError, match="larger than the 10 byte limit"):

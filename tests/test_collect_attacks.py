@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from course import api, collect
+from course import api, collect, safefiles
 
 import lmsfixtures as F
 
@@ -144,7 +144,7 @@ def _lying_zip(path: Path, name: str, size: int, declared: int) -> Path:
 
 
 def test_a_zip_bomb_costs_memory_in_proportion_to_the_cap(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(collect, "MAX_FILE_BYTES", 2 * 2**20)
+    monkeypatch.setattr(safefiles, "MAX_FILE_BYTES", 2 * 2**20)
     klass = tmp_path / "class"
     _honest(klass)
     _lying_zip(klass / "bomb.zip", "vecops.py", 300 * 2**20, declared=100)       # 300 MiB of zeros, "100 bytes"
@@ -161,7 +161,7 @@ def test_a_zip_bomb_costs_memory_in_proportion_to_the_cap(toy, tmp_path, monkeyp
 
 
 def test_a_bomb_inside_a_class_zip_refuses_only_its_student(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(collect, "MAX_TOTAL_BYTES", 4 * 2**20)
+    monkeypatch.setattr(safefiles, "MAX_TOTAL_BYTES", 4 * 2**20)
     inner = _lying_zip(tmp_path / "inner.zip", "vecops.py", 200 * 2**20, declared=100)
     path = tmp_path / "class.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -25,13 +25,11 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from course.collect import CollectReport, Entry, Options, _open_zip, _zip_name, CHUNK
+from course.collect import CollectReport, Entry, Options, _open_zip, _zip_name
 from course.config import Course
 from course.errors import CollectError, CourseError
 from course.lms import id_from, map_student

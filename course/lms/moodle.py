@@ -112,13 +112,13 @@ def entries(course: Course, source: Path, slug: str, roster: Roster, opts: Optio
     if not source.is_file():
         raise CollectError(f"{source}: --from moodle reads the zip from Moodle's Download all submissions")
     sheet: dict[str, dict[str, str]] = {}
-    email_col = name_col = time_col = None
+    email_col = time_col = None
     tz = None
     formats = (opts.date_format,) if opts.date_format else DATE_FORMATS
     if opts.worksheet is not None:
         header, rows = read_worksheet(opts.worksheet)
         id_col, email_col = _column(header, ID_COLUMNS), _column(header, EMAIL_COLUMNS)
-        name_col, time_col = _column(header, NAME_COLUMNS), _column(header, SUBMITTED_COLUMNS)
+        time_col = _column(header, SUBMITTED_COLUMNS)
         if time_col is None:
             raise CollectError(f"{opts.worksheet}: no 'Last modified (submission)' column")
         tz = _timezone(opts.timezone, str(opts.worksheet))
