@@ -82,12 +82,23 @@ def release(course: Course, slugs: Sequence[str] | None = None, out: Path | None
 
 
 def collect(course: Course, source: Path, slug: str, *, student: str | None = None,
-            submitted_at: str | None = None, ref: str = "HEAD") -> collect_mod.CollectReport:
+            submitted_at: str | None = None, ref: str = "HEAD", lms: str = "auto", worksheet: Path | None = None,
+            times: Path | None = None, timezone: str | None = None, date_format: str | None = None,
+            classroom_roster: Path | None = None, push_times: Path | None = None) -> collect_mod.CollectReport:
+    """Collect ``slug`` from a folder, zip, git repository or LMS export (``lms``: see collect.SOURCES).
+
+    ``submitted_at`` is the instructor's explicit time (recorded as ``instructor-flag``); without it
+    each submission's time comes from the LMS's record, and a source with none is an error for
+    that student.
+    """
     when = None
     if submitted_at:
         when = config_mod.parse_datetime(submitted_at, "--submitted-at", config_mod._Ctx(Path("command line")))
+    options = collect_mod.Options(lms=lms, student=student, submitted_at=when, ref=ref, worksheet=worksheet,
+                                  times=times, timezone=timezone, date_format=date_format,
+                                  classroom_roster=classroom_roster, push_times=push_times)
     with open_gradebook(course) as gb:
-        return collect_mod.collect(course, source, slug, student=student, submitted_at=when, ref=ref, gradebook=gb)
+        return collect_mod.collect(course, source, slug, gradebook=gb, options=options)
 
 
 # ------------------------------------------------------------------ grade
@@ -253,6 +264,8 @@ class StatusRow:
     failed: int          # grading errors (infrastructure), retried by the next run
     needs_manual: int
     mean_score: float | None
+    time_sources: dict[str, int] = field(default_factory=dict)   # submitted_at_source -> submissions
+    time_unknown: int = 0                                         # late per the LMS, time unknown
 
 
 def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]:
@@ -283,8 +296,12 @@ def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]
                 pending += bool(current.pending)
                 scores.append(current.points or 0.0)
                 manual += any(m["score"] is None for m in gb.manual_scores(sub.student, a.slug))
+            sources: dict[str, int] = {}
+            for sub in subs:
+                sources[sub.submitted_at_source] = sources.get(sub.submitted_at_source, 0) + 1
             rows.append(StatusRow(a.slug, len(subs), graded, stale, not_graded, pending, failed, manual,
-                                  round(sum(scores) / len(scores), 2) if scores else None))
+                                  round(sum(scores) / len(scores), 2) if scores else None, dict(sorted(sources.items())),
+                                  sources.get("lms-late-flag", 0)))
     return rows, list(course.extensions)
 
 
@@ -295,15 +312,19 @@ def feedback(course: Course, slugs: Sequence[str] | None = None, students: Seque
     return report.write_feedback(graded, Path(out) if out else course.paths.feedback, course)
 
 
-def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[str] | None = None) -> list[Path]:
+def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[str] | None = None,
+           worksheet: Path | None = None, now: dt.datetime | None = None) -> list[Path]:
     selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
     with open_gradebook(course) as gb:
         graded = report.load_graded(course, gb, selected)
     base = Path(out) if out else course.paths.exports
+    if fmt in ("canvas", "moodle", "gradescope-csv"):
+        from course.lms import export as lms_export
+        return lms_export.export(course, fmt, graded, selected, base, worksheet=worksheet, now=now)
     if fmt == "csv":
         path = base if base.suffix == ".csv" else base / "grades.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report.csv_export(graded, selected), encoding="utf-8")
+        path.write_text(report.csv_export(graded, selected, course.missing, now), encoding="utf-8")
         return [path]
     if fmt == "junit":
         path = base if base.suffix == ".xml" else base / "junit.xml"
@@ -318,7 +339,63 @@ def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[st
                 report.write_json(path, report.gradescope_results(g))
                 written.append(path)
         return written
-    raise CourseError(f"--format {fmt!r}: use csv, gradescope or junit")
+    raise CourseError(f"--format {fmt!r}: use csv, canvas, moodle, gradescope-csv, gradescope or junit")
+
+
+def export_warnings(course: Course, fmt: str, slugs: Sequence[str] | None = None) -> list[str]:
+    """What to know before uploading an export: unknown late times, ungraded, students off the roster."""
+    from course.lms import export as lms_export
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    with open_gradebook(course) as gb:
+        graded = report.load_graded(course, gb, selected)
+    return lms_export.warnings(course, graded, selected, fmt)
+
+
+# ------------------------------------------------------------------ roster and LMS
+
+def roster_import(course: Course, path: Path, lms: str) -> Any:
+    """Build or update roster.csv from an LMS's roster export; ids stay stable."""
+    from course import lms as lms_pkg
+    from course import roster as roster_mod
+    people = lms_pkg.reader(lms).people(Path(path))
+    current = roster_mod.load(course.paths.roster)
+    updated, rep = roster_mod.merge(current, people, str(path))
+    roster_mod.save(updated, course.paths.roster)
+    return rep
+
+
+@dataclass
+class RosterCheck:
+    missing: dict[str, list[str]] = field(default_factory=dict)   # slug -> roster students with no submission
+    unknown: dict[str, list[str]] = field(default_factory=dict)   # slug -> submitting students not on the roster
+    duplicates: list[tuple[str, str, list[str]]] = field(default_factory=list)   # (key, value, student ids)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.missing.values()) and not any(self.unknown.values()) and not self.duplicates
+
+
+def roster_check(course: Course) -> RosterCheck:
+    """Roster students with no submission, submissions of students not on the roster, shared LMS keys."""
+    from course import roster as roster_mod
+    roster = roster_mod.load(course.paths.roster)
+    if not len(roster):
+        raise CourseError(f"{course.paths.roster}: no roster (course roster import FILE --from LMS)")
+    rep = RosterCheck(duplicates=roster.duplicates())
+    active = {s.id for s in roster.active}
+    with open_gradebook(course) as gb:
+        for a in course.assignments:
+            subs = gb.submissions([a.slug])
+            covered = {s.student for s in subs} | {m for s in subs for m in s.member_list}
+            rep.missing[a.slug] = sorted(active - covered)
+            rep.unknown[a.slug] = sorted(covered - set(roster.ids))
+    return rep
+
+
+def lms_fetch_canvas(course: Course, *, url: str, token: str, course_id: int, assignment_id: int,
+                     out: Path) -> dict[str, Any]:
+    from course.lms import canvas
+    return canvas.fetch(url, token, course_id, assignment_id, out)
 
 
 # ------------------------------------------------------------------ validate (the instructor's safety net)

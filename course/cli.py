@@ -38,7 +38,7 @@ class CourseGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CourseError as exc:
-            err_console.print(f"[bold red]error:[/] {term(exc)}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {term(exc)}", markup=True, highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
 
 
@@ -98,23 +98,43 @@ def release(slugs: tuple[str, ...], out: Path | None, course_file: Path | None) 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--assignment", "slug", required=True, help="The assignment these submissions are for.")
+@click.option("--from", "lms", type=click.Choice(["auto", "dirs", "git", "canvas", "moodle", "gradescope",
+                                                  "github-classroom"]), default="auto", show_default=True,
+              help="What SOURCE is: an LMS's export (its own times), a folder or zip per student, or git repositories.")
 @click.option("--student", default=None, help="SOURCE is one student's folder, zip or git repository: their id.")
 @click.option("--submitted-at", default=None, metavar="ISO8601",
-              help="Submission time with time zone (default: the commit time for git, else now).")
+              help="The instructor's submission time (with time zone) for everything collected; recorded as such.")
 @click.option("--ref", default="HEAD", help="Git branch, tag or commit to collect (git repositories only).")
+@click.option("--worksheet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Moodle: the grading worksheet CSV (its 'Last modified (submission)' gives each time).")
+@click.option("--timezone", default=None, metavar="TZ", help="Moodle: the site's time zone, e.g. Europe/Berlin.")
+@click.option("--date-format", default=None, metavar="STRPTIME",
+              help="Moodle: the worksheet's date format when not English (e.g. '%d.%m.%Y, %H:%M').")
+@click.option("--times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Canvas: the submission times saved by `course lms fetch canvas`.")
+@click.option("--classroom-roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="GitHub Classroom: classroom_roster.csv (identifier, github_username, ...).")
+@click.option("--push-times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="GitHub Classroom: CSV github_username,commit,pushed_at (the host's push times).")
 @COURSE_OPTION
-def collect(source: Path, slug: str, student: str | None, submitted_at: str | None, ref: str,
-            course_file: Path | None) -> None:
-    """Collect submissions (folders, zips, git repositories) into submitted/ (append-only)."""
+def collect(source: Path, slug: str, lms: str, student: str | None, submitted_at: str | None, ref: str,
+            worksheet: Path | None, timezone: str | None, date_format: str | None, times: Path | None,
+            classroom_roster: Path | None, push_times: Path | None, course_file: Path | None) -> None:
+    """Collect submissions (LMS exports, folders, zips, git repositories) into submitted/ (append-only)."""
+    from rich.markup import escape
     course = _course(course_file)
-    rep = api.collect(course, source, slug, student=student, submitted_at=submitted_at, ref=ref)
+    rep = api.collect(course, source, slug, student=student, submitted_at=submitted_at, ref=ref, lms=lms,
+                      worksheet=worksheet, times=times, timezone=timezone, date_format=date_format,
+                      classroom_roster=classroom_roster, push_times=push_times)
+    for note in rep.notes:
+        err_console.print(f"note: {escape(note)}")
     table = Table(title=f"collect {slug}")
-    for col in ("student", "status", "attempt", "message"):
+    for col in ("student", "status", "attempt", "time from", "message"):
         table.add_column(col, overflow="fold")
     for item in rep.items:
-        style = {"error": "red", "unchanged": "dim"}.get(item.status, "")
+        style = {"error": "red", "unchanged": "dim"}.get(item.status, "yellow" if item.notes else "")
         table.add_row(term(item.student), f"[{style}]{item.status}[/]" if style else item.status,
-                      str(item.attempt or ""), term(item.message))
+                      str(item.attempt or ""), term(item.time_source or ""), term(item.message))
     console.print(table)
     if rep.errors:
         err_console.print(f"{len(rep.errors)} submission(s) could not be collected (see above)")
@@ -217,6 +237,14 @@ def status(course_file: Path | None) -> None:
         table.add_row(r.slug, str(r.collected), str(r.graded), str(r.stale), str(r.not_graded), str(r.pending),
                       str(r.failed), str(r.needs_manual), "-" if r.mean_score is None else f"{r.mean_score:.2f}")
     console.print(table)
+    if any(r.time_sources for r in rows):
+        times = Table(title="submission times come from (submitted_at_source)")
+        for col in ("assignment", "sources", "late, time unknown"):
+            times.add_column(col)
+        for r in rows:
+            if r.time_sources:
+                times.add_row(r.slug, ", ".join(f"{k} {v}" for k, v in r.time_sources.items()), str(r.time_unknown or ""))
+        console.print(times)
     if extensions:
         ext = Table(title="extensions (extensions.yml)")
         for col in ("student", "assignment", "due", "reason"):
@@ -240,16 +268,23 @@ def feedback(slugs, students, out, course_file) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "gradescope", "junit"]), required=True,
-              help="csv: one row per student; gradescope: results.json per submission; junit: JUnit XML.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "canvas", "moodle", "gradescope-csv", "gradescope", "junit"]),
+              required=True, help="csv: one row per student; canvas: Canvas's gradebook import; moodle: the grading "
+              "worksheet and a feedback-files zip; gradescope-csv: scores per assignment; gradescope: results.json "
+              "per submission; junit: JUnit XML.")
+@click.option("--worksheet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="moodle: the worksheet to fill (default: the one collect --from moodle read).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="File or folder to write (default: course.yml paths.exports).")
 @click.option("--assignment", "slugs", multiple=True, help="Only this assignment (repeatable).")
 @COURSE_OPTION
-def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path | None) -> None:
-    """Export grades (late penalties applied) as CSV, Gradescope results.json or JUnit XML."""
+def export(fmt: str, worksheet: Path | None, out: Path | None, slugs: tuple[str, ...], course_file: Path | None) -> None:
+    """Export grades (late penalties applied) for an LMS, as CSV, Gradescope results.json or JUnit XML."""
+    from rich.markup import escape
     course = _course(course_file)
-    written = api.export(course, fmt, out, slugs or None)
+    written = api.export(course, fmt, out, slugs or None, worksheet=worksheet)
+    for warning in api.export_warnings(course, fmt, slugs or None):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     for path in written[:10]:
         console.print(term(path))
     if len(written) > 10:
@@ -309,6 +344,81 @@ def _validate_seeds(course, slugs, n: int, jobs: int) -> bool:
             err_console.print(f"[red]{len(rep.flaky)} flaky test(s) in {rep.slug}:[/] the same code got different "
                               "outcomes under different seeds (a grading bug: fix the test's tolerance or inputs)")
     return all(rep.ok for rep in reports)
+
+
+# ------------------------------------------------------------------ roster and LMS (course/roster.py, course/lms/)
+
+@main.group()
+def roster() -> None:
+    """roster.csv: the course's students and their LMS keys."""
+
+
+@roster.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "lms", type=click.Choice(["canvas", "moodle", "gradescope", "github-classroom"]), required=True,
+              help="Which LMS's roster or gradebook export FILE is.")
+@COURSE_OPTION
+def roster_import(file: Path, lms: str, course_file: Path | None) -> None:
+    """Build or update roster.csv from an LMS's export (ids stay stable; who was added, changed, dropped)."""
+    from rich.markup import escape
+    course = _course(course_file)
+    rep = api.roster_import(course, file, lms)
+    console.print(f"{course.paths.roster}: {len(rep.added)} added, {len(rep.changed)} changed, "
+                  f"{len(rep.dropped)} dropped, {rep.unchanged} unchanged")
+    for sid in rep.added:
+        console.print(f"  added   {escape(sid)}")
+    for sid, what in rep.changed:
+        console.print(f"  changed {escape(sid)} ({escape(what)})")
+    for sid in rep.dropped:
+        console.print(f"  dropped {escape(sid)} (kept as status 'dropped')")
+
+
+@roster.command("check")
+@COURSE_OPTION
+def roster_check(course_file: Path | None) -> None:
+    """Students with no submission, submissions of students not on the roster, duplicate LMS keys (exit 1 if any)."""
+    from rich.markup import escape
+    rep = api.roster_check(_course(course_file))
+    for slug, ids in rep.missing.items():
+        if ids:
+            console.print(f"{slug}: no submission from {len(ids)}: {escape(', '.join(ids))}")
+    for slug, ids in rep.unknown.items():
+        if ids:
+            console.print(f"{slug}: submissions of students not on the roster: {escape(', '.join(ids))}")
+    for kind, value, ids in rep.duplicates:
+        console.print(f"duplicate {kind} {escape(value)!r}: {escape(', '.join(ids))}")
+    if rep.ok:
+        console.print("roster and submissions agree")
+    sys.exit(0 if rep.ok else 1)
+
+
+@main.group()
+def lms() -> None:
+    """Talk to an LMS's API (Canvas)."""
+
+
+@lms.command("fetch")
+@click.argument("which", type=click.Choice(["canvas"]))
+@click.option("--url", required=True, help="The Canvas site, e.g. https://canvas.example.edu.")
+@click.option("--course-id", type=int, required=True, help="Canvas's course id (in the course's URL).")
+@click.option("--canvas-assignment", "assignment_id", type=int, required=True,
+              help="Canvas's assignment id (in the assignment's URL).")
+@click.option("--token-env", default="CANVAS_TOKEN", show_default=True,
+              help="The environment variable holding the API token (never pass a token on the command line).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to save the submission times (JSON) for `course collect --from canvas --times`.")
+@COURSE_OPTION
+def lms_fetch(which: str, url: str, course_id: int, assignment_id: int, token_env: str, out: Path,
+              course_file: Path | None) -> None:
+    """Save Canvas's record of each submission (time, late flag, attempt) with canvasapi."""
+    import os
+    from course.errors import CourseError as _CourseError
+    token = os.environ.get(token_env)
+    if not token:
+        raise _CourseError(f"${token_env} is not set: put the Canvas API token there")
+    data = api.lms_fetch_canvas(_course(course_file), url=url, token=token, course_id=course_id,
+                                assignment_id=assignment_id, out=out)
+    console.print(f"{out}: {len(data['submissions'])} submission record(s), {len(data['students'])} student(s)")
 
 
 # ------------------------------------------------------------------ CI and Gradescope (course/ci.py, course/gradescope.py)

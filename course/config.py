@@ -71,6 +71,7 @@ class Assignment:
     points: float = 100.0
     needs_gpu: bool = False
     limits: Limits = field(default_factory=Limits)
+    canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Paths:
     assignments: Path
     solutions: Path
     graders: Path
+    roster: Path | None = None          # roster.csv: the course's students and their LMS keys
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Course:
     assignments: tuple[Assignment, ...]
     extensions: tuple[Extension, ...] = ()
     executor: Executor = field(default_factory=Executor)
+    missing: str = "zero"               # a roster student with no submission after the due date: zero | blank
 
     @property
     def slugs(self) -> list[str]:
@@ -238,7 +241,7 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
 def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits"}, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id"}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -248,7 +251,11 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
     needs_gpu = data.get("needs_gpu", False)
     if not isinstance(needs_gpu, bool):
         raise ctx.fail(f"{key}.needs_gpu", needs_gpu, "must be true or false")
+    canvas_id = data.get("canvas_id")
+    if canvas_id is not None and (isinstance(canvas_id, bool) or not isinstance(canvas_id, int) or canvas_id <= 0):
+        raise ctx.fail(f"{key}.canvas_id", canvas_id, "must be Canvas's numeric assignment id")
     return Assignment(
+        canvas_id=canvas_id,
         slug=slug,
         title=str(data.get("title", slug)),
         due=parse_datetime(data["due"], f"{key}.due", ctx),
@@ -261,7 +268,7 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
 def _paths(root: Path, data: Mapping[str, Any], ctx: _Ctx) -> Paths:
     defaults = {"submitted": "submitted", "gradebook": "gradebook.sqlite", "feedback": "feedback",
                 "exports": "exports", "assignments": "assignments", "solutions": "solutions",
-                "graders": "graders"}
+                "graders": "graders", "roster": "roster.csv"}
     _known(data, set(defaults), "paths", ctx)
     resolved = {}
     for name, default in defaults.items():
@@ -329,7 +336,10 @@ def load(path: str | Path = "course.yml") -> Course:
     path = Path(path).resolve()
     ctx = _Ctx(path)
     data = _mapping(_read_yaml(path), "(top level)", ctx)
-    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor"}, "", ctx)
+    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing"}, "", ctx)
+    missing = data.get("missing", "zero")
+    if missing not in ("zero", "blank"):
+        raise ctx.fail("missing", missing, "must be 'zero' (a missing submission scores 0 after the due date) or 'blank'")
     if not isinstance(data.get("name"), str) or not data.get("name"):
         raise ctx.fail("name", data.get("name"), "must be the course's name")
     base_limits = _limits(_mapping(data.get("limits"), "limits", ctx), "limits", ctx, Limits())
@@ -349,6 +359,7 @@ def load(path: str | Path = "course.yml") -> Course:
         late_policy=_late_policy(_mapping(data.get("late_policy"), "late_policy", ctx), ctx),
         assignments=assignments,
         executor=_executor(_mapping(data.get("executor"), "executor", ctx), ctx),
+        missing=missing,
     )
     return replace(course, extensions=load_extensions(path.parent / "extensions.yml", course.slugs))
 

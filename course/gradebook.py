@@ -8,6 +8,7 @@ nothing counted twice. Grading the same submission with the same grader version 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,19 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from course import textsafe
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1, with their migration: ALTER TABLE on an existing gradebook.
+# submitted_at_source: where submitted_at came from (lms-record, worksheet, fetch-time, push-record,
+#   instructor-flag, lms-late-flag, lms-on-time-flag; 'unrecorded' for rows collected before v2).
+# notes: a JSON list of sentences about the collection (a module renamed, a flagged commit date...).
+# group_name / members: a group submission (members: JSON list of student ids, the owner included).
+MIGRATIONS = {
+    2: [("submissions", "submitted_at_source", "TEXT NOT NULL DEFAULT 'unrecorded'"),
+        ("submissions", "notes", "TEXT NOT NULL DEFAULT '[]'"),
+        ("submissions", "group_name", "TEXT"),
+        ("submissions", "members", "TEXT NOT NULL DEFAULT '[]'")],
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +47,10 @@ CREATE TABLE IF NOT EXISTS submissions (
     path TEXT NOT NULL,               -- submitted/<student>/<slug>/<attempt>, relative to the course
     source TEXT,                      -- where it was collected from
     collected_at TEXT NOT NULL,
+    submitted_at_source TEXT NOT NULL DEFAULT 'unrecorded',  -- who vouches for submitted_at
+    notes TEXT NOT NULL DEFAULT '[]',                       -- JSON list: renamed modules, flags
+    group_name TEXT,                                        -- a group submission's group
+    members TEXT NOT NULL DEFAULT '[]',                     -- JSON list of the group's student ids
     UNIQUE (student, slug, attempt));
 CREATE TABLE IF NOT EXISTS gradings (
     id INTEGER PRIMARY KEY,
@@ -81,6 +98,18 @@ class SubmissionRow:
     sha256: str
     path: str
     source: str | None
+    submitted_at_source: str = "unrecorded"
+    notes: str = "[]"
+    group_name: str | None = None
+    members: str = "[]"
+
+    @property
+    def note_list(self) -> list[str]:
+        return list(json.loads(self.notes or "[]"))
+
+    @property
+    def member_list(self) -> list[str]:
+        return list(json.loads(self.members or "[]"))
 
 
 @dataclass(frozen=True)
@@ -125,9 +154,28 @@ class Gradebook:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         with self.transaction():
+            fresh = self.db.execute("SELECT name FROM sqlite_master WHERE name='submissions'").fetchone() is None
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if fresh:
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older gradebook up to SCHEMA_VERSION (inside the opening transaction)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{self.path}: gradebook schema {version} is newer than this course "
+                                        f"package ({SCHEMA_VERSION}); upgrade the package")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for table, column, decl in MIGRATIONS.get(target, []):
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self.db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value=excluded.value", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -169,14 +217,23 @@ class Gradebook:
         return row[0] if row else None
 
     def add_submission(self, *, student: str, slug: str, attempt: int, submitted_at: str, late_by: float,
-                       sha256: str, path: str, source: str | None) -> int:
+                       sha256: str, path: str, source: str | None, submitted_at_source: str = "unrecorded",
+                       notes: Sequence[str] = (), group_name: str | None = None,
+                       members: Sequence[str] = ()) -> int:
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO students VALUES (?)", (student,))
             cur = db.execute("INSERT INTO submissions (student, slug, attempt, submitted_at, late_by, sha256, path, "
-                             "source, collected_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             "source, collected_at, submitted_at_source, notes, group_name, members) "
+                             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                              (student, slug, attempt, submitted_at, late_by, sha256, path,
-                              None if source is None else _t(source, 2000), now()))
+                              None if source is None else _t(source, 2000), now(),
+                              submitted_at_source, _t(json.dumps(list(notes))), group_name, json.dumps(list(members))))
             return int(cur.lastrowid)
+
+    def latest_submitted_at(self, student: str, slug: str) -> str | None:
+        row = self.db.execute("SELECT submitted_at FROM submissions WHERE student=? AND slug=? ORDER BY attempt "
+                              "DESC LIMIT 1", (student, slug)).fetchone()
+        return row[0] if row else None
 
     def set_late_by(self, updates: Sequence[tuple[float, int]]) -> None:
         if updates:
@@ -200,6 +257,10 @@ class Gradebook:
         sql += " ORDER BY slug, student, attempt"
         return [SubmissionRow(**{k: r[k] for k in SubmissionRow.__dataclass_fields__})
                 for r in self.db.execute(sql, args)]
+
+    def group_submissions(self, slugs: Sequence[str] | None = None) -> list[SubmissionRow]:
+        """Latest group submissions (members recorded), for giving each member the group's grade."""
+        return [s for s in self.submissions(slugs) if s.member_list]
 
     def students(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM students ORDER BY id")]

@@ -43,6 +43,15 @@ class Graded:
     message: str = ""
     due: str | None = None
     extension: str | None = None
+    submitted_at_source: str | None = None    # who vouches for submitted_at (lms-record, worksheet, ...)
+    notes: list[str] = field(default_factory=list)   # from collect: modules renamed or missing, flagged dates
+    group: str | None = None                  # the group whose submission this is
+    members: list[str] = field(default_factory=list)  # the group's members (this student included)
+
+    @property
+    def time_unknown(self) -> bool:
+        """The LMS said "late" but not when: no score is exported until the instructor sets the time."""
+        return self.submitted_at_source == "lms-late-flag"
 
     @property
     def raw(self) -> float:
@@ -92,14 +101,31 @@ def graded_from_results(course: Course | None, student: str, slug: str, results:
 
 def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
                 students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
-    """The current grade of every (student, assignment), from the gradebook."""
+    """The current grade of every (student, assignment), from the gradebook.
+
+    Every active roster student is listed (with status ``missing`` where nothing was collected);
+    a group submission counts for each of its members, each with their own due date and penalty.
+    """
+    from course import roster as roster_mod
     assignments = course.select(list(slugs) if slugs else None)
-    subs = {(s.student, s.slug): s for s in gradebook.submissions([a.slug for a in assignments], students)}
-    everyone = sorted(set(students or gradebook.students()) | {s for s, _ in subs})
+    roster = roster_mod.load(course.paths.roster)
+    all_subs = gradebook.submissions([a.slug for a in assignments])
+    subs = {(s.student, s.slug): s for s in all_subs if not students or s.student in students}
+    shared: dict[tuple[str, str], list[Any]] = {}
+    for s in all_subs:
+        for m in s.member_list:
+            if m != s.student:
+                shared.setdefault((m, s.slug), []).append(s)
+    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, _ in shared}
+    known |= {r.id for r in roster.active}
+    dropped = {r.id for r in roster if not r.active}
+    everyone = sorted(set(students) if students else {s for s in known if s not in dropped or
+                                                       any(k[0] == s for k in subs)})
     out = []
     for a in assignments:
         for student in everyone:
-            sub = subs.get((student, a.slug))
+            candidates = [c for c in (subs.get((student, a.slug)), *shared.get((student, a.slug), [])) if c]
+            sub = max(candidates, key=lambda c: c.submitted_at) if candidates else None
             due = course.due_for(student, a.slug)
             ext = next((e for e in course.extensions if e.student == student and e.assignment == a.slug), None)
             if sub is None:
@@ -111,7 +137,9 @@ def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | Non
             g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
                        submitted_at=sub.submitted_at, late_by=late_by,
                        penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
-                       extension=(ext.reason or "extension") if ext else None)
+                       extension=(ext.reason or "extension") if ext else None,
+                       submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
+                       group=sub.group_name, members=sub.member_list)
             grading = gradebook.current_grading(sub.id)
             if grading is not None:
                 g.status = "graded"
@@ -122,9 +150,50 @@ def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | Non
                 err = gradebook.last_error(sub.id)
                 if err is not None:
                     g.status, g.message = "error", err.message or ""
-            g.manual = [dict(m) for m in gradebook.manual_scores(student, a.slug)]
+            g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
             out.append(g)
     return out
+
+
+def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None) -> float | None:
+    """THE score every export writes (CSV, Canvas, Moodle, Gradescope CSV); None writes a blank.
+
+    A graded submission scores :attr:`Graded.final` (late penalty, extension and manual scores
+    applied), except one whose time the LMS did not give (``lms-late-flag``: blank until the
+    instructor sets it). A student with no submission scores 0 once their due date has passed if
+    the course's ``missing:`` policy is ``zero``, blank otherwise; anything not graded yet is blank.
+    """
+    if g.status == "graded":
+        return None if g.time_unknown else g.final
+    if g.status == "missing" and missing == "zero" and g.due:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return 0.0 if now >= dt.datetime.fromisoformat(g.due) else None
+    return None
+
+
+def submission_notes(g: Graded) -> list[str]:
+    """Sentences for a feedback page about how the submission was collected (escape them where written)."""
+    lines = []
+    if g.submitted_at_source:
+        lines.append(f"Submission time from: {TIME_SOURCES.get(g.submitted_at_source, g.submitted_at_source)}")
+    if g.time_unknown:
+        lines.append("The LMS marked it late without saying when: the late penalty is decided by the instructor.")
+    if g.group:
+        lines.append(f"Group submission {g.group}: {', '.join(g.members)}")
+    lines += g.notes
+    return lines
+
+
+TIME_SOURCES = {
+    "lms-record": "the LMS's record of the submission",
+    "worksheet": "the LMS's grading worksheet",
+    "fetch-time": "the moment the collector fetched the commit",
+    "push-record": "the host's record of the push",
+    "instructor-flag": "the instructor (set by hand)",
+    "lms-late-flag": "the LMS's LATE mark (no exact time)",
+    "lms-on-time-flag": "the LMS's on-time mark (no exact time)",
+    "unrecorded": "not recorded (collected before times had sources)",
+}
 
 
 # ------------------------------------------------------------------ per-task view
@@ -284,8 +353,13 @@ def write_feedback(graded: Iterable[Graded], folder: Path, course: Course | None
 
 # ------------------------------------------------------------------ exports
 
-def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
-    """One row per student: score after penalty per assignment, ``_raw``, ``_late_hours``, and the total."""
+def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "zero",
+               now: dt.datetime | None = None) -> str:
+    """One row per student: score after penalty per assignment, ``_raw``, ``_late_hours``, and the total.
+
+    Scores come from :func:`final_score`: blank for "not due yet / not collected / not graded",
+    0 for a missing submission only when the ``missing`` policy says so.
+    """
     by_student: dict[str, dict[str, Graded]] = {}
     for g in graded:
         by_student.setdefault(g.student, {})[g.slug] = g
@@ -300,11 +374,11 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
         total = 0.0
         for slug in slugs:
             g = by_student[student].get(slug)
-            if g is None or g.status != "graded":
-                row += [0, 0, g.late_hours if g else 0]
-                continue
-            row += [_fmt(g.final), _fmt(g.raw), g.late_hours]
-            total += g.final
+            score = final_score(g, missing, now) if g else None
+            submitted = g is not None and g.status not in ("missing",)
+            row += ["" if score is None else _fmt(score), _fmt(g.raw) if submitted and g.status == "graded" else "",
+                    g.late_hours if submitted else ""]
+            total += score or 0.0
         writer.writerow(row + [_fmt(round(total, 4))])
     return buf.getvalue()
 

@@ -78,7 +78,13 @@ def html_text(value: Any, limit: int = 20000) -> str:
 def term(value: Any, limit: int = 2000) -> str:
     """For a rich console: no markup, no escape sequences (ESC is shown as \\x1b)."""
     from rich.markup import escape
-    return escape(clean(value, limit))
+    # rich.markup.escape covers tag-like brackets; rich also drops the backslash of a plain "\\[",
+    # so a backslash before any other bracket is doubled to show as written.
+    # Trailing backslashes are doubled too, so that markup the caller appends stays markup.
+    text = clean(value, limit)
+    body = text.rstrip("\\")
+    tail = "\\" * (2 * (len(text) - len(body)))
+    return re.sub(r"\\\[(?![a-z#/@])", r"\\\\[", escape(body)) + tail
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r", "|")

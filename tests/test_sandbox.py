@@ -438,6 +438,7 @@ def toy_class(tmp_path: Path) -> Path:
     alice.mkdir(parents=True)
     shutil.copyfile(TOY / "solutions" / "vecops" / "vecops.py", alice / "vecops.py")
     result = CliRunner().invoke(cli.main, ["collect", str(tmp_path / "class"), "--assignment", "vecops",
+                                           "--submitted-at", "2026-10-01T12:00:00+00:00",
                                            "--course", str(course_dir / "course.yml")])
     assert result.exit_code == 0, result.output
     return course_dir
