@@ -1,7 +1,8 @@
 """The ``course`` command: click commands only. Parse, call :mod:`course.api`, print. No logic.
 
 Exit codes: 0 success; 1 a check/validation did not pass (or ``--fail-under`` not met);
-2 bad input (course.yml, arguments, a submission source); 3 grading infrastructure failed.
+2 bad input (course.yml, arguments, a submission source); 3 grading infrastructure failed;
+4 an internal error (a bug in course: never a grade).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from course import api
 from course.errors import CourseError
 from course.textsafe import term
 
+EXIT_INTERNAL = 4
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -40,6 +42,14 @@ class CourseGroup(click.Group):
         except CourseError as exc:
             err_console.print(f"[bold red]error:[/] {term(exc)}", markup=True, highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:   # a bug of course itself: never to be read as "graded" or "bad input"
+            import traceback
+            err_console.print(f"[bold red]internal error (a bug in course, please report it):[/] "
+                              f"{term(type(exc).__name__)}: {term(exc)}", soft_wrap=True)
+            err_console.print(term("".join(traceback.format_exception(exc))[-4000:]), soft_wrap=True)
+            ctx.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=CourseGroup)
