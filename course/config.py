@@ -37,6 +37,7 @@ class Limits:
     open_files: int = 256               # RLIMIT_NOFILE
     reply_bytes: int = 256 * 2**20      # largest reply accepted from the worker
     threads: int = 1                    # torch threads in the worker
+    import_timeout: float = 30.0        # wall budget for importing one of the submission's modules
 
 
 @dataclass(frozen=True)
@@ -210,13 +211,14 @@ def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limit
     _known(data, set(Limits.__dataclass_fields__), key, ctx)
     parsers: dict[str, Callable[[Any, str, _Ctx], Any]] = {
         "call_timeout": parse_duration, "submission_timeout": parse_duration, "cpu_seconds": parse_duration,
+        "import_timeout": parse_duration,
         "memory": parse_size, "file_size": parse_size, "reply_bytes": parse_size,
         "processes": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "open_files": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "threads": lambda v, k, c: int(_number(v, k, c, positive=True)),
     }
     values = {name: parsers[name](v, f"{key}.{name}", ctx) for name, v in data.items()}
-    for name in ("call_timeout", "submission_timeout", "cpu_seconds"):
+    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout"):
         if name in values and values[name] <= 0:
             raise ctx.fail(f"{key}.{name}", data[name], "must be positive")
     return replace(base, **values)

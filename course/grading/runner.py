@@ -128,7 +128,7 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         "--submission", str(submission), "--backend", backend,
         "--course-hidden", str(spec.hidden), "--course-results", str(results),
         "--course-device", device, "--course-limits", json.dumps(asdict(spec.limits)),
-        "--course-seed", str(seed), "-rN", "--no-header",
+        "--course-seed", str(seed), "-rN", "--no-header", "--tb=no", "--course-fast-reports",
     ]
     if quiet:
         args.append("-q")
