@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from course import textsafe
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns added after version 1, with their migration: ALTER TABLE on an existing gradebook.
 # submitted_at_source: where submitted_at came from (lms-record, worksheet, fetch-time, push-record,
@@ -29,6 +29,12 @@ MIGRATIONS = {
         ("submissions", "notes", "TEXT NOT NULL DEFAULT '[]'"),
         ("submissions", "group_name", "TEXT"),
         ("submissions", "members", "TEXT NOT NULL DEFAULT '[]'")],
+    # description: what a test checks, in words; diagnosis/misconceptions: the misconceptions a failed
+    # test's output matches (course.grading.diagnose); environment: the versions that decided numbers.
+    3: [("results", "description", "TEXT NOT NULL DEFAULT ''"),
+        ("results", "diagnosis", "TEXT NOT NULL DEFAULT ''"),
+        ("results", "misconceptions", "TEXT NOT NULL DEFAULT ''"),
+        ("gradings", "environment", "TEXT NOT NULL DEFAULT '{}'")],
 }
 
 SCHEMA = """
@@ -60,7 +66,8 @@ CREATE TABLE IF NOT EXISTS gradings (
     backend TEXT, device TEXT, isolation TEXT,
     points REAL, max_points REAL, pending INTEGER,
     message TEXT,                     -- for status=error: why grading could not run (retried next run)
-    started_at TEXT, finished_at TEXT, duration REAL);
+    started_at TEXT, finished_at TEXT, duration REAL,
+    environment TEXT NOT NULL DEFAULT '{}');  -- JSON: python, torch, ... versions that decided the numbers
 CREATE INDEX IF NOT EXISTS gradings_by_submission ON gradings(submission_id, id);
 CREATE TABLE IF NOT EXISTS results (
     grading_id INTEGER NOT NULL REFERENCES gradings(id) ON DELETE CASCADE,
@@ -75,7 +82,14 @@ CREATE TABLE IF NOT EXISTS results (
     detail TEXT NOT NULL,             -- instructor-only detail (never in feedback)
     location TEXT,                    -- file:line in the student's code, for public failures
     duration REAL NOT NULL,
+    description TEXT NOT NULL DEFAULT '',     -- what the test checks, in words
+    diagnosis TEXT NOT NULL DEFAULT '',       -- misconceptions a failure matches, in words (catalogue text)
+    misconceptions TEXT NOT NULL DEFAULT '',  -- their names, comma-separated
     PRIMARY KEY (grading_id, test_id));
+CREATE TABLE IF NOT EXISTS reference_timings (  -- the solution's seconds per test, recorded by validate
+    slug TEXT NOT NULL, grader_version TEXT NOT NULL, test_id TEXT NOT NULL, seconds REAL NOT NULL,
+    machine TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    PRIMARY KEY (slug, grader_version, test_id));
 CREATE TABLE IF NOT EXISTS manual_scores (
     student TEXT NOT NULL, slug TEXT NOT NULL, item TEXT NOT NULL,
     score REAL, max_score REAL NOT NULL, grader TEXT, updated_at TEXT NOT NULL,
@@ -127,6 +141,14 @@ class GradingRow:
     message: str | None
     finished_at: str | None
     duration: float | None
+    environment: str = "{}"
+
+    @property
+    def env(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.environment or "{}"))
+        except ValueError:
+            return {}
 
 
 @dataclass(frozen=True)
@@ -142,6 +164,9 @@ class ResultRow:
     detail: str
     location: str | None
     duration: float
+    description: str = ""
+    diagnosis: str = ""
+    misconceptions: str = ""
 
 
 class Gradebook:
@@ -280,11 +305,13 @@ class Gradebook:
         rows = self.db.execute("SELECT * FROM results WHERE grading_id=? ORDER BY hidden, task, test_id", (grading_id,))
         return [ResultRow(test_id=r["test_id"], name=r["name"], task=r["task"], hidden=bool(r["hidden"]),
                           outcome=r["outcome"], points=r["points"], max_points=r["max_points"], message=r["message"],
-                          detail=r["detail"], location=r["location"], duration=r["duration"]) for r in rows]
+                          detail=r["detail"], location=r["location"], duration=r["duration"],
+                          description=r["description"], diagnosis=r["diagnosis"],
+                          misconceptions=r["misconceptions"]) for r in rows]
 
     def save_grading(self, submission_id: int, grader_version: str, results: Sequence[Any], *, backend: str,
                      device: str, isolation: str, started_at: str, duration: float,
-                     merge_into: int | None = None) -> int:
+                     merge_into: int | None = None, environment: dict[str, Any] | None = None) -> int:
         """Record one submission's results in one transaction; returns the grading's id.
 
         With ``merge_into``, the results replace only those tests in that earlier grading (used by
@@ -301,15 +328,21 @@ class Gradebook:
             pending = sum(1 for r in all_results if r.outcome == "pending")
             cur = db.execute(
                 "INSERT INTO gradings (submission_id, grader_version, status, backend, device, isolation, points, "
-                "max_points, pending, message, started_at, finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "max_points, pending, message, started_at, finished_at, duration, environment) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (submission_id, grader_version, "graded", backend, device, isolation, round(points, 6),
-                 round(max_points, 6), pending, None, started_at, now(), round(duration, 3)))
+                 round(max_points, 6), pending, None, started_at, now(), round(duration, 3),
+                 json.dumps(environment or {}, sort_keys=True)))
             grading_id = int(cur.lastrowid)
             db.executemany(
-                "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO results (grading_id, test_id, name, task, hidden, outcome, points, max_points, message, "
+                "detail, location, duration, description, diagnosis, misconceptions) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(grading_id, _t(r.test_id, 1000), _t(r.name, 1000), None if r.task is None else _t(r.task, 50),
                   int(bool(r.hidden)), r.outcome, float(r.points), float(r.max_points), _t(r.message or ""),
-                  _t(r.detail or ""), None if r.location is None else _t(r.location, 300), float(r.duration))
+                  _t(r.detail or ""), None if r.location is None else _t(r.location, 300), float(r.duration),
+                  _t(getattr(r, "description", "") or "", 500), _t(getattr(r, "diagnosis", "") or "", 2000),
+                  _t(getattr(r, "misconceptions", "") or "", 500))
                  for r in all_results])
         return grading_id
 
@@ -330,6 +363,19 @@ class Gradebook:
         if row is None or row["status"] != "error":
             return None
         return _grading(row)
+
+    # -------------------------------------------------------------- reference timings (calibrated time limits)
+
+    def set_reference_timings(self, slug: str, grader_version: str, seconds: dict[str, float], machine: str) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO reference_timings VALUES (?,?,?,?,?,?) ON CONFLICT(slug, grader_version, "
+                           "test_id) DO UPDATE SET seconds=excluded.seconds, machine=excluded.machine, "
+                           "recorded_at=excluded.recorded_at",
+                           [(slug, grader_version, t, float(v), machine, now()) for t, v in seconds.items()])
+
+    def reference_timings(self, slug: str, grader_version: str) -> dict[str, float]:
+        return {r["test_id"]: r["seconds"] for r in self.db.execute(
+            "SELECT test_id, seconds FROM reference_timings WHERE slug=? AND grader_version=?", (slug, grader_version))}
 
     # -------------------------------------------------------------- manual scores (notebooks)
 

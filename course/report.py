@@ -82,7 +82,9 @@ def _result_rows(results: Iterable[Any]) -> list[ResultRow]:
         else:
             rows.append(ResultRow(test_id=r.test_id, name=r.name, task=r.task, hidden=bool(r.hidden), outcome=r.outcome,
                                   points=r.points, max_points=r.max_points, message=r.message, detail=r.detail,
-                                  location=r.location, duration=r.duration))
+                                  location=r.location, duration=r.duration,
+                                  description=getattr(r, "description", ""), diagnosis=getattr(r, "diagnosis", ""),
+                                  misconceptions=getattr(r, "misconceptions", "")))
     return rows
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from course import api
 from course import roster as roster_mod
 from course.cli import main
-from course.gradebook import Gradebook
+from course.gradebook import SCHEMA_VERSION, Gradebook
 
 import lmsfixtures as F
 
@@ -131,4 +131,4 @@ def test_an_old_gradebook_is_migrated(tmp_path):
     with Gradebook(path) as gb:
         [sub] = gb.submissions()
         version = gb.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert (sub.submitted_at_source, sub.note_list, sub.member_list, version) == ("unrecorded", [], [], "2")
+    assert (sub.submitted_at_source, sub.note_list, sub.member_list, version) == ("unrecorded", [], [], str(SCHEMA_VERSION))
