@@ -43,6 +43,7 @@ class CheckReport:
     exit_code: int
     rows: list[dict[str, Any]]
     results: list[Any]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -72,7 +73,26 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
         code = pytest.main(args)
     finally:
         judge.COLLECTED = None
-    return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected)
+    return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected,
+                       notes=check_notes(folder))
+
+
+def check_notes(folder: Path) -> list[str]:
+    """Said once by ``course check``: how this environment differs from the graders' (the kit's
+    manifest), and which ``course`` runs when it is not the kit's own copy. Never blocking."""
+    import course as course_pkg
+    from course.grading import environment
+    notes = [f"{d}: numbers may differ in the last digits" for d in environment.check_against_manifest(folder)]
+    running = Path(course_pkg.__file__).resolve().parent
+    for parent in (folder.resolve(), *folder.resolve().parents):
+        shipped = parent / "course" / "__init__.py"
+        if (parent / environment.MANIFEST).is_file() and shipped.is_file():
+            if shipped.parent.resolve() != running:
+                notes.append(f"this kit ships its own course tool in {shipped.parent}, but course "
+                             f"{course_pkg.__version__} from {running} is running: `pip install -e {parent}` "
+                             "to use the kit's")
+            break
+    return notes
 
 
 # ------------------------------------------------------------------ release / collect
@@ -243,7 +263,7 @@ def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> G
         return GradeRow(student, slug, p["attempt"], "error", message=result.message, seconds=result.duration)
     gid = gb.save_grading(p["submission_id"], result.job.spec.version, result.results, backend=backend, device=device,
                           isolation=result.isolation, started_at=result.started_at, duration=result.duration,
-                          merge_into=p.get("merge_into"))
+                          merge_into=p.get("merge_into"), environment=result.environment)
     gb.ensure_manual_items(student, slug, manual_items(result.job.spec.hidden / "manual.json"))
     g = gb.current_grading(p["submission_id"])
     assert g is not None and g.id == gid

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from course import api
 from course.errors import CourseError
+from course.grading.results import shorten
 from course.textsafe import term
 
 EXIT_INTERNAL = 4
@@ -81,8 +82,10 @@ def check(slug: str, tasks: tuple[str, ...], keyword: str | None, submission: Pa
         table.add_column(col, overflow="fold")
     for row in rep.rows:
         table.add_row(term(row["task"]), f"{row['passed']}/{row['tests']}",
-                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(row["first_failure"], 200))
+                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(shorten(row["first_failure"], 240)))
     console.print(table)
+    for note in rep.notes:
+        err_console.print(f"[yellow]note:[/] {term(note)}", soft_wrap=True)
     if not rep.results:
         err_console.print("no tests ran (check the --task / -k selection)")
     sys.exit(0 if rep.passed else 1)

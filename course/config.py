@@ -73,6 +73,7 @@ class Assignment:
     needs_gpu: bool = False
     limits: Limits = field(default_factory=Limits)
     canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
+    requires: tuple[str, ...] = ()      # what its student kit needs beyond torch (pip requirements)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
 def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id"}, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires"}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -256,8 +257,18 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
     canvas_id = data.get("canvas_id")
     if canvas_id is not None and (isinstance(canvas_id, bool) or not isinstance(canvas_id, int) or canvas_id <= 0):
         raise ctx.fail(f"{key}.canvas_id", canvas_id, "must be Canvas's numeric assignment id")
+    requires = data.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise ctx.fail(f"{key}.requires", requires, "must be a list of pip requirements (strings)")
+    for j, req in enumerate(requires):
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+            Requirement(req)
+        except InvalidRequirement as exc:
+            raise ctx.fail(f"{key}.requires[{j}]", req, f"is not a pip requirement ({exc})") from None
     return Assignment(
         canvas_id=canvas_id,
+        requires=tuple(requires),
         slug=slug,
         title=str(data.get("title", slug)),
         due=parse_datetime(data["due"], f"{key}.due", ctx),

@@ -42,7 +42,7 @@ from course.grading.failures import (BadReply, SubmissionError, SubmissionFailur
 from course.grading.imports import ImportFailed, ImportLedger, modules_named_in
 from course.grading.probe_code import probe_spec  # noqa: F401  (re-exported)
 from course.grading.static import read_source
-from course.grading.results import OUTCOMES, TestResult  # noqa: F401  (re-exported)
+from course.grading.results import OUTCOMES, TestResult, shorten  # noqa: F401  (re-exported)
 from course.grading.worker import Worker, describe_exception
 
 PENDING_PREFIX = "pending: "
@@ -644,7 +644,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(f"{'task':<8} {'passed':>8} {'points':>14}  first failure")
     for row in rows:
         tr.write_line(f"{row['task']:<8} {row['passed']:>3}/{row['tests']:<4} "
-                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {row['first_failure'][:100]}")
+                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {shorten(row['first_failure'], 160)}")
     earned = sum(r.points for r in collected)
     total = sum(r.max_points for r in collected)
     tr.write_line(f"{'total':<8} {sum(r['passed'] for r in rows):>3}/{len(collected):<4} {earned:>6.2f}/{total:<6.2f}")
@@ -664,7 +664,8 @@ def task_table(collected: list[TestResult]) -> list[dict[str, Any]]:
         row["max_points"] += r.max_points
         if r.outcome not in ("passed", "pending") and not row["first_failure"]:
             label = r.message.splitlines()[0] if r.message else ("hidden test failed" if r.hidden else r.outcome)
-            row["first_failure"] = f"{r.name}: {label}"
+            where = f" [at {r.location}]" if r.location and not r.hidden else ""
+            row["first_failure"] = f"{r.name}: {label}{where}"
     return [rows[k] for k in sorted(rows, key=_task_sort_key)]
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import course
 from course.config import Assignment, Course, Limits
 from course.errors import GradingError
+from course.grading import environment
 from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
@@ -69,6 +70,7 @@ class JobResult:
     started_at: str = ""
     duration: float = 0.0
     log: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -96,6 +98,7 @@ def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assi
     points/limits and the engine's version."""
     h = hashlib.sha256()
     h.update(f"course {course.__version__}\n".encode())
+    h.update(environment.version_key().encode())   # a library upgrade is a visible regrade
     h.update(json.dumps({"points": assignment.points, "limits": asdict(assignment.limits)}, sort_keys=True).encode())
     oracles = oracle_solutions(graders, solutions, slug) if solutions is not None else []
     for base in (graders / slug, assignments / slug / "tests", *oracles):
@@ -165,8 +168,11 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     if not collected:
         return JobResult(job, False, message=f"no tests were collected (pytest exit code {int(exit_code)})",
                          started_at=started_at, duration=duration)
+    slot = sandbox.injected_pool()
+    env = environment.record(device, isolation=data.get("isolation", "none"),
+                             memory_limit_by=getattr(getattr(slot, "pool", None), "memory_limit_by", None))
     return JobResult(job, True, collected, isolation=data.get("isolation", "none"), started_at=started_at,
-                     duration=duration)
+                     duration=duration, environment=env)
 
 
 def _now() -> str:
@@ -367,14 +373,16 @@ def encode_result(result: JobResult) -> bytes:
     """A judge's result as JSON (plain data: also what a Dask task returns)."""
     return json.dumps({"ok": result.ok, "results": [asdict(r) for r in result.results],
                        "isolation": result.isolation, "message": result.message,
-                       "started_at": result.started_at, "duration": result.duration}).encode()
+                       "started_at": result.started_at, "duration": result.duration,
+                       "environment": result.environment}).encode()
 
 
 def decode_result(job: Job, payload: bytes) -> JobResult:
     data = json.loads(payload)
     return JobResult(job, bool(data["ok"]), [TestResult(**r) for r in data["results"]],
                      isolation=str(data["isolation"]), message=str(data["message"]),
-                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)))
+                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)),
+                     environment=dict(data.get("environment") or {}))
 
 
 def _die_with_parent() -> None:
