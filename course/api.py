@@ -135,6 +135,7 @@ class GradeRow:
     isolation: str | None = None
     seconds: float = 0.0
     message: str = ""
+    final: float | None = None        # after the late penalty (and overrides): what feedback and exports show
 
 
 @dataclass
@@ -142,6 +143,7 @@ class GradeReport:
     rows: list[GradeRow] = field(default_factory=list)
     isolation_note: str = ""
     executor: str = "local"
+    where: str = ""
     wall_seconds: float = 0.0
     cluster: dict[str, Any] | None = None      # the Dask executor's summary: workers, dashboard, rescheduled
 
@@ -207,7 +209,8 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
           scheduler: str | None = None, on_plan: Callable[[int, int], None] | None = None,
           on_start: Callable[[Job], None] | None = None,
           on_done: Callable[[GradeRow], None] | None = None,
-          on_executor: Callable[[Any], None] | None = None) -> GradeReport:
+          on_executor: Callable[[Any], None] | None = None,
+          on_phase: Callable[[str], None] | None = None) -> GradeReport:
     """Grade every latest attempt; each submission is recorded in one transaction as it finishes."""
     import time
     t0 = time.monotonic()
@@ -218,18 +221,32 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
         _check_device(device)   # a Dask coordinator needs no GPU: its GPU workers check for themselves
     report_ = GradeReport()
     with open_gradebook(course) as gb:
+        _check_something_matches(course, gb, slugs, students)
         planned, skipped = plan_grading(course, gb, slugs, students, force=force, only_pending=only_pending)
         report_.rows.extend(skipped)
         if on_plan:
             on_plan(len(planned), len(skipped))
         if not planned:
             report_.wall_seconds = time.monotonic() - t0
+            _finals(course, gb, report_.rows)
             return report_
         ex = make_executor(course, executor=executor, jobs=jobs, backend=backend, device=device,
                            require_isolation=require_isolation, scheduler=scheduler)
         report_.executor = ex.name
+        report_.where = (f"on this machine, {ex.jobs} at a time" if isinstance(ex, LocalExecutor)
+                         else f"on the Dask cluster at {getattr(ex, 'scheduler', '?')}")
         if on_executor:
             on_executor(ex)
+        if on_phase and isinstance(ex, LocalExecutor) and backend == "sandbox":
+            on_phase("starting the sandbox: importing torch, transformers, peft")
+        if isinstance(ex, LocalExecutor):
+            try:
+                ex.start()
+            except BaseException:
+                ex.close()
+                raise
+        if on_phase:
+            on_phase("grading")
 
         def record(result: JobResult) -> None:
             try:
@@ -250,8 +267,39 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
             report_.isolation_note = getattr(ex, "isolation_note", "")
             report_.cluster = ex.summary() if hasattr(ex, "summary") else None
             ex.close()
+        _finals(course, gb, report_.rows)
     report_.wall_seconds = time.monotonic() - t0
     return report_
+
+
+def _check_something_matches(course: Course, gb: Gradebook, slugs: Sequence[str] | None,
+                             students: Sequence[str] | None) -> None:
+    """Nothing collected, or a --student naming nobody, is said plainly (exit 2), never an empty table."""
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    subs = gb.submissions(selected)
+    if not subs:
+        raise CourseError(f"nothing is collected for {', '.join(selected)} yet: run `course collect SOURCE "
+                          f"--assignment {selected[0]}` first ({course.paths.gradebook} has no submissions of it)")
+    if students:
+        have = sorted({s.student for s in subs})
+        unknown = sorted(set(students) - set(have))
+        if unknown:
+            shown = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+            raise CourseError(f"--student {', '.join(unknown)}: no submission of {', '.join(selected)} from "
+                              f"{'them' if len(unknown) > 1 else 'this student'}; students with submissions: {shown}")
+
+
+def _finals(course: Course, gb: Gradebook, rows: list["GradeRow"]) -> None:
+    """Each graded row's final score, as feedback and every export compute it (late penalty applied)."""
+    wanted = {(r.student, r.slug) for r in rows if r.status in ("graded", "skipped")}
+    if not wanted:
+        return
+    finals = {}
+    for g in report.load_graded(course, gb, sorted({s for _, s in wanted}), sorted({st for st, _ in wanted}),
+                                include_missing=False):
+        finals[(g.student, g.slug)] = report.final_score(g, course.missing)
+    for r in rows:
+        r.final = finals.get((r.student, r.slug))
 
 
 def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> GradeRow:
@@ -286,20 +334,33 @@ class StatusRow:
     mean_score: float | None
     time_sources: dict[str, int] = field(default_factory=dict)   # submitted_at_source -> submissions
     time_unknown: int = 0                                         # late per the LMS, time unknown
+    import_failed: int = 0       # graded submissions with a module that could not be imported
+    environments: dict[str, int] = field(default_factory=dict)   # "torch 2.13.0, ..." -> gradings
+    env_conflicts: list[str] = field(default_factory=list)       # identical content, other env, other points
 
 
-def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]:
+def _env_summary(env: dict[str, Any]) -> str:
+    keys = ("torch", "transformers", "peft", "bitsandbytes", "device")
+    return ", ".join(f"{k} {env[k]}" for k in keys if env.get(k)) or "not recorded"
+
+
+def _import_failed(results: Sequence[Any]) -> bool:
+    return any(r.outcome == "error" and (r.detail or r.message).startswith("importing ") for r in results)
+
+
+def status(course: Course, slugs: Sequence[str] | None = None) -> tuple[list[StatusRow], list[config_mod.Extension]]:
     rows = []
     with open_gradebook(course) as gb:
-        for a in course.assignments:
+        for a in course.select(list(slugs) if slugs else None):
             subs = gb.submissions([a.slug])
             version = None
             try:
                 version = spec_for(course, a.slug).version
             except GradingError:
                 pass
-            graded = stale = not_graded = pending = failed = manual = 0
+            graded = stale = not_graded = pending = failed = manual = imports_failed = 0
             scores = []
+            envs: dict[str, int] = {}
             for sub in subs:
                 current = gb.current_grading(sub.id)
                 err = gb.last_error(sub.id)
@@ -316,13 +377,77 @@ def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]
                 pending += bool(current.pending)
                 scores.append(current.points or 0.0)
                 manual += any(m["score"] is None for m in gb.manual_scores(sub.student, a.slug))
+                imports_failed += _import_failed(gb.results(current.id))
+                envs[_env_summary(current.env)] = envs.get(_env_summary(current.env), 0) + 1
             sources: dict[str, int] = {}
             for sub in subs:
                 sources[sub.submitted_at_source] = sources.get(sub.submitted_at_source, 0) + 1
             rows.append(StatusRow(a.slug, len(subs), graded, stale, not_graded, pending, failed, manual,
                                   round(sum(scores) / len(scores), 2) if scores else None, dict(sorted(sources.items())),
-                                  sources.get("lms-late-flag", 0)))
+                                  sources.get("lms-late-flag", 0), imports_failed, envs, env_conflicts(gb, a.slug)))
     return rows, list(course.extensions)
+
+
+def env_conflicts(gb: Gradebook, slug: str) -> list[str]:
+    """Identical content graded in different environments with different points (a number that a
+    library version decided): each is a sentence naming the students and environments."""
+    rows = gb.db.execute(
+        "SELECT s.student, s.sha256, g.points, g.environment FROM submissions s JOIN gradings g "
+        "ON g.submission_id = s.id WHERE s.slug=? AND g.status='graded' ORDER BY g.id", (slug,)).fetchall()
+    by_sha: dict[str, dict[str, tuple[float, str]]] = {}
+    for student, sha, points, env in rows:
+        try:
+            summary = _env_summary(json.loads(env or "{}"))
+        except ValueError:
+            summary = "not recorded"
+        by_sha.setdefault(sha, {})[summary] = (round(points or 0.0, 4), student)
+    out = []
+    for sha, envs in by_sha.items():
+        if len(envs) > 1 and len({p for p, _ in envs.values()}) > 1:
+            out.append(f"identical files ({sha[:10]}) scored " + "; ".join(
+                f"{p:g} under {e} ({who})" for e, (p, who) in envs.items()))
+    return out
+
+
+@dataclass
+class StudentRow:
+    slug: str
+    status: str
+    attempt: int | None = None
+    submitted_at: str | None = None
+    time_source: str | None = None
+    late_hours: float = 0.0
+    final: float | None = None
+    raw: float | None = None
+    max_points: float = 0.0
+    pending: int = 0
+    needs_manual: list[str] = field(default_factory=list)
+    problem: str = ""            # an import failure or a grading error, in words
+    environment: str = ""
+
+
+def student_status(course: Course, student: str, slugs: Sequence[str] | None = None) -> list[StudentRow]:
+    """One student's view of every assignment: what was collected, graded and scored, and any problem."""
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    with open_gradebook(course) as gb:
+        if student not in gb.students():
+            known = gb.students()
+            raise CourseError(f"--student {student}: no such student in {course.paths.gradebook}"
+                              + (f" (known: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''})" if known else ""))
+        rows = []
+        for g in report.load_graded(course, gb, selected, [student]):
+            row = StudentRow(g.slug, g.status, g.attempt, g.submitted_at, getattr(g, "submitted_at_source", None),
+                             g.late_hours, report.final_score(g, course.missing), g.raw if g.results else None,
+                             g.max_points, g.pending, list(g.needs_manual), problem=g.message)
+            if g.results and _import_failed(g.results):
+                first = next(r for r in g.results if (r.detail or r.message).startswith("importing "))
+                row.problem = (first.detail or first.message).split("\n")[0]
+            sub = next((s for s in gb.submissions([g.slug], [student])), None)
+            current = gb.current_grading(sub.id) if sub else None
+            if current is not None:
+                row.environment = _env_summary(current.env)
+            rows.append(row)
+    return rows
 
 
 def feedback(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,

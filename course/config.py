@@ -183,7 +183,9 @@ def parse_datetime(value: Any, key: str, ctx: _Ctx) -> dt.datetime:
         except ValueError:
             raise ctx.fail(key, value, "is not an ISO 8601 date") from None
     if when.tzinfo is None:
-        raise ctx.fail(key, value, "has no time zone (write e.g. 2026-10-01T23:59:00+00:00)")
+        shown = when.isoformat(sep="T") if isinstance(value, dt.datetime) else value
+        raise ctx.fail(key, shown, f"has no time zone: write it with one, e.g. {when.strftime('%Y-%m-%dT%H:%M:%S')}+00:00 "
+                                   "(UTC) or with your local offset")
     return when
 
 

@@ -182,6 +182,9 @@ def _now() -> str:
 
 def preload() -> None:
     """Import once, before forking judges, what every judge needs (never computing with torch)."""
+    import logging
+    # bitsandbytes warns on import on some CPUs about an optional kernel package: noise on a TA's screen
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import pytest  # noqa: F401
     import torch  # noqa: F401
     import course.grading.judge  # noqa: F401
