@@ -60,8 +60,12 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
     tests = folder / "tests"
     if not tests.is_dir():
         raise CourseError(f"{tests}: assignment {slug!r} has no public tests folder")
+    known = declared_tasks(tests)
+    for t in tasks:
+        if known and not any(k == t or k.startswith(t + ".") for k in known):
+            raise CourseError(f"--task {t}: {slug} has no such task; its tasks are {', '.join(known)}")
     args = [str(tests), "-p", "no:cacheprovider", "--rootdir", str(folder), "--submission",
-            str(submission or folder), "--backend", "local", "-q", "--no-header"]
+            str(submission or folder), "--backend", "local", "-q", "--no-header", "--tb=short"]
     for t in tasks:
         args += ["--task", t]
     if keyword:
@@ -75,6 +79,22 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
         judge.COLLECTED = None
     return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected,
                        notes=check_notes(folder))
+
+
+def declared_tasks(tests: Path) -> list[str]:
+    """The task ids the test files mark (``@pytest.mark.task("1.2")``), in task order."""
+    import ast
+    found: set[str] = set()
+    for path in sorted(tests.rglob("test_*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "task" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return sorted(found, key=lambda t: [int(p) if p.isdigit() else 10**6 for p in t.split(".")])
 
 
 def check_notes(folder: Path) -> list[str]:
