@@ -470,6 +470,55 @@ def student_status(course: Course, student: str, slugs: Sequence[str] | None = N
     return rows
 
 
+@dataclass
+class MisconceptionRow:
+    name: str
+    students: int
+    tasks: list[str]
+    text: str
+
+
+def misconceptions(course: Course, slug: str) -> tuple[list[MisconceptionRow], int]:
+    """How many students' current gradings hit each misconception (what to re-teach), and of how many."""
+    course.assignment(slug)
+    texts = _catalogue_texts(course, slug)
+    hits: dict[str, tuple[set[str], set[str]]] = {}
+    graded = 0
+    with open_gradebook(course) as gb:
+        for sub in gb.submissions([slug]):
+            current = gb.current_grading(sub.id)
+            if current is None:
+                continue
+            graded += 1
+            for r in gb.results(current.id):
+                if r.outcome in ("passed", "pending"):
+                    continue
+                for name in (n for n in r.misconceptions.split(",") if n):
+                    students, tasks = hits.setdefault(name, (set(), set()))
+                    students.add(sub.student)
+                    if r.task:
+                        tasks.add(r.task)
+    rows = [MisconceptionRow(name, len(st), sorted(tk), texts.get(name, "")) for name, (st, tk) in hits.items()]
+    return sorted(rows, key=lambda r: (-r.students, r.name)), graded
+
+
+def _catalogue_texts(course: Course, slug: str) -> dict[str, str]:
+    """name -> text of the generic facts and of graders/<slug>/misconceptions.py's CATALOGUE."""
+    import importlib.util
+    from course.grading import diagnose
+    texts = {name: m.text for name, m in diagnose.GENERIC.items()}
+    path = course.paths.graders / slug / "misconceptions.py"
+    if path.is_file():
+        spec = importlib.util.spec_from_file_location(f"_course_catalogue_{slug}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            texts.update({name: m.text for name, m in getattr(module, "CATALOGUE", {}).items()})
+        except Exception as exc:
+            raise CourseError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    return texts
+
+
 def feedback(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
              out: Path | None = None) -> list[Path]:
     with open_gradebook(course) as gb:

@@ -295,10 +295,25 @@ def grade_table(rows, title: str) -> Table:
 @main.command()
 @click.argument("slugs", nargs=-1)
 @click.option("--student", default=None, help="One student's view: each assignment's attempt, time, score and problems.")
+@click.option("--misconceptions", "misconception_slug", default=None, metavar="SLUG",
+              help="How many students hit each known misconception of SLUG's hidden tests (what to re-teach).")
 @COURSE_OPTION
-def status(slugs: tuple[str, ...], student: str | None, course_file: Path | None) -> None:
+def status(slugs: tuple[str, ...], student: str | None, misconception_slug: str | None,
+           course_file: Path | None) -> None:
     """What is collected, graded, pending and failed, per assignment (and the extensions)."""
     course = _course(course_file)
+    if misconception_slug:
+        rows, graded = api.misconceptions(course, misconception_slug)
+        table = Table(title=f"{misconception_slug}: misconceptions in {graded} graded submission(s)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+        for col in ("misconception", "students", "tasks", "what it is"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(term(r.name), str(r.students), term(", ".join(r.tasks)), term(r.text, 300))
+        console.print(table)
+        if not rows:
+            console.print("no failed test matched a known misconception")
+        return
     if student:
         _student_status(course, student, slugs)
         return
