@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from course import report, stubs
 from course.config import Course
 from course.errors import CourseError, GradingError, ValidationFailed
 from course.gradebook import Gradebook
-from course.grading.runner import Job, JobResult, LocalExecutor, spec_for
+from course.grading.runner import Job, JobResult, LocalExecutor, calibrated_timeouts, spec_for
 
 
 def load_course(path: str | Path | None = None, graders: str | Path | None = None) -> Course:
@@ -182,6 +183,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
         if not subs:
             continue
         spec = spec_for(course, a.slug)
+        timeouts = calibrated_timeouts(gb.reference_timings(a.slug, spec.version), spec.limits)
         for sub in subs:
             path = (course.paths.root / sub.path).resolve()
             current = gb.current_grading(sub.id)
@@ -191,7 +193,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
                                             message="nothing pending" if current else "not graded yet"))
                     continue
                 names = [r.name for r in gb.results(current.id) if r.outcome == "pending"]
-                jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, tuple(names),
+                jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, tuple(names), timeouts=timeouts,
                                 payload={"submission_id": sub.id, "merge_into": current.id, "attempt": sub.attempt,
                                          "student": sub.student}))
                 continue
@@ -200,7 +202,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
                                         current.max_points or 0.0, current.pending or 0, current.isolation,
                                         message="already graded with this grader version"))
                 continue
-            jobs.append(Job(f"{sub.student}/{a.slug}", spec, path,
+            jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, timeouts=timeouts,
                             payload={"submission_id": sub.id, "merge_into": None, "attempt": sub.attempt,
                                      "student": sub.student}))
     return jobs, skipped
@@ -683,8 +685,21 @@ def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 
     for slug, rep in reports.items():
         if f"{slug}/solution" in done:
             _judge_validation(course, rep, done[f"{slug}/solution"], done[f"{slug}/stub"])
+            record_reference_timings(course, done[f"{slug}/solution"])
         rep.seconds = round(sum(done[k].duration for k in (f"{slug}/solution", f"{slug}/stub") if k in done), 1)
     return list(reports.values())
+
+
+def record_reference_timings(course: Course, solution: JobResult) -> None:
+    """The solution's seconds per test, kept in the gradebook for this grader version: grading then
+    limits each test to max(timeout_factor x that, timeout_floor) (see runner.calibrated_timeouts)."""
+    if not solution.ok or any(r.outcome not in ("passed", "pending") for r in solution.results):
+        return   # only a clean run of the solution calibrates
+    import platform
+    with open_gradebook(course) as gb:
+        gb.set_reference_timings(solution.job.spec.slug, solution.job.spec.version,
+                                 {r.name: r.duration for r in solution.results if r.outcome == "passed"},
+                                 machine=f"{platform.node()} ({os.cpu_count()} cores)")
 
 
 def _judge_validation(course: Course, rep: ValidationReport, sol_r: JobResult, stub_r: JobResult) -> None:

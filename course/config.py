@@ -38,6 +38,8 @@ class Limits:
     reply_bytes: int = 256 * 2**20      # largest reply accepted from the worker
     threads: int = 1                    # torch threads in the worker
     import_timeout: float = 30.0        # wall budget for importing one of the submission's modules
+    timeout_factor: float = 10.0        # a test's limit: max(factor x the solution's time, floor), ...
+    timeout_floor: float = 10.0         # ... at most call_timeout (or the test's own timeout mark)
 
 
 @dataclass(frozen=True)
@@ -214,14 +216,15 @@ def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limit
     _known(data, set(Limits.__dataclass_fields__), key, ctx)
     parsers: dict[str, Callable[[Any, str, _Ctx], Any]] = {
         "call_timeout": parse_duration, "submission_timeout": parse_duration, "cpu_seconds": parse_duration,
-        "import_timeout": parse_duration,
+        "import_timeout": parse_duration, "timeout_floor": parse_duration,
+        "timeout_factor": lambda v, k, c: _number(v, k, c, positive=True),
         "memory": parse_size, "file_size": parse_size, "reply_bytes": parse_size,
         "processes": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "open_files": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "threads": lambda v, k, c: int(_number(v, k, c, positive=True)),
     }
     values = {name: parsers[name](v, f"{key}.{name}", ctx) for name, v in data.items()}
-    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout"):
+    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout", "timeout_floor"):
         if name in values and values[name] <= 0:
             raise ctx.fail(f"{key}.{name}", data[name], "must be positive")
     return replace(base, **values)

@@ -268,6 +268,7 @@ class JudgeState:
     sandbox_pool: Any = None
     submission_started: float | None = None
     no_timeout: bool = False
+    timeouts: dict[str, float] = field(default_factory=dict)
     ledgers: dict[Path, ImportLedger] = field(default_factory=dict)
 
     def submission_for(self, test_path: Path) -> Path:
@@ -351,6 +352,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="no time limit on calls into the submission (to debug with pdb; grading ignores it)")
     group.addoption("--course-fast-reports", action="store_true", default=False,
                     help="grading: record each failure's message without rendering pytest's tracebacks")
+    group.addoption("--course-timeouts", default=None, metavar="JSON",
+                    help="calibrated time limits per test name (from the solution's times in course validate)")
     group.addoption("--course-seed", type=int, default=None,
                     help="seed of the rng fixture (default: 0 locally, secret and random in the sandbox)")
 
@@ -388,6 +391,7 @@ def pytest_configure(config: pytest.Config) -> None:
         tasks=list(config.getoption("task", [])),
         only=set(json.loads(config.getoption("course_only", None) or "[]")),
         no_timeout=bool(config.getoption("no_timeout", False)) and backend == "local",
+        timeouts={str(k): float(v) for k, v in json.loads(config.getoption("course_timeouts", None) or "{}").items()},
     )
 
 
@@ -692,7 +696,11 @@ def submission(request: pytest.FixtureRequest) -> Submission:
     if not path.is_dir():
         raise pytest.UsageError(f"--submission {path}: not a folder")
     backend = state.backend_for(path, hidden=_is_hidden(state, Path(request.node.path)))
-    deadline = time.monotonic() + _timeout_of(request.node, state.limits.call_timeout)
+    limit = _timeout_of(request.node, state.limits.call_timeout)
+    calibrated = state.timeouts.get(_display_name(request.node))
+    if calibrated is not None:   # max(k x the solution's time, floor), never above the test's own limit
+        limit = min(limit, calibrated)
+    deadline = time.monotonic() + limit
     if state.submission_started is not None:
         deadline = min(deadline, state.submission_started + state.limits.submission_timeout)
     if state.no_timeout:

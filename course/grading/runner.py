@@ -56,6 +56,7 @@ class Job:
     spec: GraderSpec
     submission: Path
     only: tuple[str, ...] = () # test names to run (``--only-pending``); empty: all
+    timeouts: tuple[tuple[str, float], ...] = ()   # calibrated limits per test name (see calibrated_timeouts)
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
     seed: int | None = None    # the judge's seed (``course validate --seeds``); None: a fresh secret one
 
@@ -120,8 +121,16 @@ def spec_for(course_: Course, slug: str) -> GraderSpec:
                       limits=a.limits, version=grader_version(p.root, slug, p.graders, p.assignments, a, p.solutions))
 
 
+def calibrated_timeouts(reference: dict[str, float], limits: Limits) -> tuple[tuple[str, float], ...]:
+    """Each test's limit from the solution's time: ``max(timeout_factor x seconds, timeout_floor)``, so a
+    hang costs seconds, not the whole call_timeout, while slow but correct code still passes."""
+    return tuple(sorted((name, round(max(limits.timeout_factor * t, limits.timeout_floor), 3))
+                        for name, t in reference.items()))
+
+
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
-                only: Sequence[str], ini: Path, quiet: bool = True) -> list[str]:
+                only: Sequence[str], ini: Path, quiet: bool = True,
+                timeouts: Sequence[tuple[str, float]] = ()) -> list[str]:
     # no:faulthandler: a judge is a forked child; if the parent armed faulthandler's watchdog
     # (pytest's faulthandler_timeout, say), the child's pytest would wait forever cancelling it.
     args = [
@@ -137,6 +146,8 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         args.append("-q")
     if only:
         args += ["--course-only", json.dumps(list(only))]
+    if timeouts:
+        args += ["--course-timeouts", json.dumps(dict(timeouts))]
     return args + [str(p) for p in spec.test_paths]
 
 
@@ -153,7 +164,8 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
-                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini)
+                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini,
+                       timeouts=job.timeouts)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
