@@ -74,10 +74,18 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
     args += list(extra_args)
     collected: list[Any] = []
     judge.COLLECTED = collected
+    # only the course plugin: other installed pytest plugins (hypothesis, anyio, ...) cost start-up time
+    args = ["-p", "course.grading.judge", *args]
+    saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     try:
         code = pytest.main(args)
     finally:
         judge.COLLECTED = None
+        if saved is None:
+            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved
     return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected,
                        notes=check_notes(folder))
 
