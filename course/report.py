@@ -173,6 +173,18 @@ def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None
     return None
 
 
+def provisional(g: Graded) -> str:
+    """Why a graded score may still rise ('' when it is final): GPU tests or written parts pending."""
+    if g.status != "graded":
+        return ""
+    parts = []
+    if g.pending:
+        parts.append(f"{g.pending} GPU test(s) pending")
+    if g.needs_manual:
+        parts.append(f"{len(g.needs_manual)} written part(s) to grade")
+    return "; ".join(parts)
+
+
 def submission_notes(g: Graded) -> list[str]:
     """Sentences for a feedback page about how the submission was collected (escape them where written)."""
     lines = []
@@ -419,7 +431,7 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "z
     writer = csv.writer(buf, lineterminator="\n")
     header = ["student_id"]
     for slug in slugs:
-        header += [slug, f"{slug}_raw", f"{slug}_late_hours"]
+        header += [slug, f"{slug}_raw", f"{slug}_late_hours", f"{slug}_provisional"]
     writer.writerow(header + ["total"])
     for student in sorted(by_student):
         row: list[Any] = [textsafe.csv_cell(student)]
@@ -429,7 +441,7 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "z
             score = final_score(g, missing, now) if g else None
             submitted = g is not None and g.status not in ("missing",)
             row += ["" if score is None else _fmt(score), _fmt(g.raw) if submitted and g.status == "graded" else "",
-                    g.late_hours if submitted else ""]
+                    g.late_hours if submitted else "", provisional(g) if g is not None else ""]
             total += score or 0.0
         writer.writerow(row + [_fmt(round(total, 4))])
     return buf.getvalue()

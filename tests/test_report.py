@@ -48,8 +48,8 @@ def test_late_penalty_shows_in_feedback_and_csv():
     assert g.final == 2.4 and g.raw == 3
     assert "late penalty 20 %" in report.feedback_markdown(g)
     rows = list(csv.reader(io.StringIO(report.csv_export([g], ["vecops"]))))
-    assert rows[0] == ["student_id", "vecops", "vecops_raw", "vecops_late_hours", "total"]
-    assert rows[1] == ["ann<script>", "2.4", "3", "30.0", "2.4"]
+    assert rows[0] == ["student_id", "vecops", "vecops_raw", "vecops_late_hours", "vecops_provisional", "total"]
+    assert rows[1] == ["ann<script>", "2.4", "3", "30.0", "1 GPU test(s) pending", "2.4"]   # its GPU test is pending
 
 
 def test_gradescope_fields_and_hidden_visibility():
