@@ -31,6 +31,8 @@ from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
 EXIT_INFRA = 75               # a judge child's exit code when the sandbox itself failed
+# graders/<slug> entries that only `course validate` reads: editing them never re-grades a class
+VALIDATION_ONLY = ("mutants.yml", "alternatives")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Job:
     submission: Path
     only: tuple[str, ...] = () # test names to run (``--only-pending``); empty: all
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
+    maxfail: int = 0           # stop after this many failed tests (``course validate --mutants``); 0: run all
 
 
 @dataclass
@@ -100,7 +103,8 @@ def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assi
     for base in (graders / slug, assignments / slug / "tests", *oracles):
         if not base.is_dir():
             continue
-        for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                           and not (base == graders / slug and p.relative_to(base).parts[0] in VALIDATION_ONLY)):
             h.update(f"\n{path.relative_to(base.parent)}\n".encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -117,7 +121,7 @@ def spec_for(course_: Course, slug: str) -> GraderSpec:
 
 
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
-                only: Sequence[str], ini: Path, quiet: bool = True) -> list[str]:
+                only: Sequence[str], ini: Path, quiet: bool = True, maxfail: int = 0) -> list[str]:
     # no:faulthandler: a judge is a forked child; if the parent armed faulthandler's watchdog
     # (pytest's faulthandler_timeout, say), the child's pytest would wait forever cancelling it.
     args = [
@@ -133,6 +137,8 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         args.append("-q")
     if only:
         args += ["--course-only", json.dumps(list(only))]
+    if maxfail:
+        args.append(f"--maxfail={int(maxfail)}")
     return args + [str(p) for p in spec.test_paths]
 
 
@@ -149,7 +155,7 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
-                       seed=secrets.randbits(62), only=job.only, ini=ini)
+                       seed=secrets.randbits(62), only=job.only, ini=ini, maxfail=job.maxfail)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
