@@ -281,7 +281,7 @@ def validate(slugs, jobs, graders, basic, mutants, max_mutants, determinism, cou
     t0 = time.monotonic()
     course = _course(course_file, graders)
     options = Options(variants=not basic, mutants=mutants, max_mutants=max_mutants, determinism=determinism)
-    reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(escape(m)),
+    reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(escape(m), soft_wrap=True),
                            options=options)
     failed = False
     for rep in reports:
@@ -306,8 +306,8 @@ def validate(slugs, jobs, graders, basic, mutants, max_mutants, determinism, cou
     else:
         console.print(f"validate took {wall:.0f} s with --jobs {jobs}", markup=False)
     if not determinism:
-        console.print("grades under load: course validate --determinism 3 " + (" ".join(slugs) or "")
-                      + "  (grades the solution and a slow variant 3 times each with CPU burners)", markup=False)
+        console.print(f"grades under load: course validate --determinism 3 {' '.join(slugs) or '[SLUG...]'} "
+                      "(grades the solution and a slow variant 3 times each with CPU burners)", markup=False)
     sys.exit(1 if failed else 0)
 
 
@@ -322,10 +322,10 @@ def _print_mutation(report) -> None:
     console.print(table)
     for o in report.survivors:
         console.print(Text(f"survivor {o.mutant.id} (task {o.mutant.task}, {o.mutant.operator}): "
-                           f"no test loses points", style="bold"))
-        console.print(Text(o.mutant.diff))
+                           f"no test loses points", style="bold"), soft_wrap=True)
+        console.print(Text(o.mutant.diff), soft_wrap=True)
     for mutant_id, why in report.stale:
-        console.print(Text(f"stale equivalent entry {mutant_id}: {why}", style="yellow"))
+        console.print(Text(f"stale equivalent entry {mutant_id}: {why}", style="yellow"), soft_wrap=True)
     if report.survivors:
         console.print(Text(f"mark a survivor that no correct test can kill in graders/{report.slug}/mutants.yml: "
                            "equivalent: [{id: ..., why: ...}]"))

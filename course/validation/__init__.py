@@ -65,6 +65,7 @@ class MutationReport:
     outcomes: list[MutantOutcome] = field(default_factory=list)
     stale: list[tuple[str, str]] = field(default_factory=list)     # (equivalent id, why it is stale)
     judge_seconds: float = 0.0
+    untested: dict[str, int] = field(default_factory=dict)          # task -> mutants not graded (GPU-only task)
 
     @property
     def killed(self) -> int:
@@ -112,6 +113,7 @@ class _Plan:
     generated: int = 0
     alternative_problems: list[str] = field(default_factory=list)
     report: MutationReport | None = None
+    untested: list[mut.Mutant] = field(default_factory=list)
 
 
 class Checks(list):
@@ -200,9 +202,11 @@ def _plan_assignment(course: Course, plan: _Plan, spec: Any, base: Path, options
     if options.mutants:
         generated = mut.generate(solutions)
         plan.generated = len(generated)
+        pending = plan.baseline.pending_tasks      # their tests need a GPU: nothing here can kill these
+        plan.untested = [m for m in generated if m.task in pending]
         limit = options.max_mutants if options.max_mutants is not None else course.assignment(slug).max_mutants
         keep = {e.id for e in plan.mutants_file.equivalent}
-        for m in mut.sample(generated, limit, keep):
+        for m in mut.sample([m for m in generated if m.task not in pending], limit, keep):
             key = f"{slug}/mutant/{m.id}"
             plan.mutants[key] = m
             candidates.append(kill.Candidate(key, spec, var.variant_folder(base, next(folders), {m.file: m.code}),
@@ -324,7 +328,7 @@ def _judge_misconceptions(rep: Checks, plan: _Plan, results: dict[str, JobResult
     bad = lint + proofs
     ok_detail = f"{len(plan.misconceptions)} proven" if plan.misconceptions else "the catalogue is empty"
     rep.add(PROVEN, not bad,
-            "; ".join(bad[:6]) if bad else ok_detail)
+            "; ".join(bad[:12]) if bad else ok_detail)
 
 
 def _judge_mutants(course: Course, rep: Checks, plan: _Plan, verdicts: dict[str, kill.Verdict]) -> None:
@@ -332,6 +336,8 @@ def _judge_mutants(course: Course, rep: Checks, plan: _Plan, verdicts: dict[str,
     mf = plan.mutants_file or var.MutantsFile(course.paths.graders / plan.slug / var.MUTANTS_FILE)
     equivalent = {e.id: e.why for e in mf.equivalent}
     report = MutationReport(plan.slug, plan.generated, a.min_mutant_kill)
+    for m in plan.untested:
+        report.untested[m.task] = report.untested.get(m.task, 0) + 1
     surviving: set[str] = set()
     killed_ids: set[str] = set()
     for key, m in plan.mutants.items():
@@ -340,7 +346,10 @@ def _judge_mutants(course: Course, rep: Checks, plan: _Plan, verdicts: dict[str,
         eq = equivalent.get(m.id) if not v.killed else None
         report.outcomes.append(MutantOutcome(m, v.killed, v.by, v.how, eq))
         (killed_ids if v.killed else surviving).add(m.id)
+    untested_ids = {m.id for m in plan.untested}
     for e in mf.equivalent:
+        if e.id in untested_ids:
+            continue
         if e.id in killed_ids:
             report.stale.append((e.id, "the hidden tests kill it now"))
         elif e.id not in surviving:
@@ -351,7 +360,9 @@ def _judge_mutants(course: Course, rep: Checks, plan: _Plan, verdicts: dict[str,
     rep.add(f"mutant kill rate at least {a.min_mutant_kill:.0%}", report.kill_rate >= a.min_mutant_kill - 1e-9,
             f"{report.kill_rate:.0%}: {report.killed} of {counted} killed"
             + (f", {report.equivalent} equivalent" if report.equivalent else "")
-            + f" ({len(report.outcomes)} of {report.generated} generated graded)"
+            + f" ({len(report.outcomes)} of {report.generated} generated graded"
+            + (f"; {sum(report.untested.values())} in GPU-only task(s) {', '.join(sorted(report.untested))} "
+               "not graded on this machine" if report.untested else "") + ")"
             + (f"; {len(report.survivors)} survivor(s) listed below" if report.survivors else ""))
     rep.add("equivalent mutants in mutants.yml still survive", not report.stale,
             "; ".join(f"{i}: {why}" for i, why in report.stale[:5]))

@@ -48,6 +48,7 @@ class Baseline:
     by_task: dict[str, tuple[str, ...]]
     slowest: float
     duration: float
+    pending_tasks: frozenset[str] = frozenset()    # tasks whose every test is pending here (GPU)
 
     @classmethod
     def of(cls, result: JobResult) -> "Baseline":
@@ -56,8 +57,10 @@ class Baseline:
         for r in result.results:
             if r.outcome == "passed" and r.task:
                 by_task.setdefault(r.task, []).append(r.name)
+        pending = frozenset(r.task for r in result.results if r.outcome == "pending" and r.task
+                            and r.task not in by_task)
         slowest = max((r.duration for r in result.results), default=1.0)
-        return cls(passed, {t: tuple(v) for t, v in by_task.items()}, slowest, result.duration)
+        return cls(passed, {t: tuple(v) for t, v in by_task.items()}, slowest, result.duration, pending)
 
     def fast_spec(self, spec: GraderSpec) -> GraderSpec:
         limits = spec.limits

@@ -11,7 +11,8 @@ Operators kept (see :data:`OPERATORS`) are those that make a plausible slip: swa
 comparison and boolean operators, ``n -> n + 1``, ``True <-> False``, ``is``/``in`` negated, a
 dropped ``not``/``~``, ``x += y -> x = y``, a ternary forced down one branch, changed string
 literals (not error messages), swapped string methods, and one keyword argument dropped
-(``dim=-1``, ``device=device``, ``dtype=...``). Left out: mutmut's ``x = None`` assignments and
+(``dim=-1``, ``device=device``, ``dtype=...``; built on mutmut's argument removal, also for a
+call's only argument, which mutmut leaves alone). Left out: mutmut's ``x = None`` assignments and
 positional-argument removal or ``None`` substitution, which only make code crash (killed by any
 test, they inflate the kill rate and cost grading time).
 
@@ -63,10 +64,18 @@ def _operators() -> dict[str, tuple[type, Callable[[Any], Iterable[Any]]]]:
     from mutmut.mutation import mutators as m
 
     def drop_keyword_argument(node: Any) -> Iterable[Any]:
+        if len(node.args) == 1 and node.args[0].keyword is not None:   # mutmut drops only one of several
+            yield node.with_changes(args=[])
+            return
         for mutated in m.operator_arg_removal(node):
+            if len(mutated.args) != len(node.args) - 1:
+                continue                    # mutmut's arg -> None substitution: not this operator
             kept = {id(a) for a in mutated.args}
             dropped = [a for a in node.args if id(a) not in kept]
             if len(dropped) == 1 and dropped[0].keyword is not None:
+                if dropped[0] is node.args[-1] and mutated.args:   # no dangling comma: f(a, b=1) -> f(a)
+                    last = mutated.args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+                    mutated = mutated.with_changes(args=[*mutated.args[:-1], last])
                 yield mutated
 
     return {
@@ -204,10 +213,22 @@ def _message_nodes(module: Any) -> set[int]:
     return found
 
 
-def unified_diff(before: str, after: str, filename: str, label: str = "") -> str:
-    lines = difflib.unified_diff(before.split("\n"), after.split("\n"), f"a/{filename}",
-                                 f"b/{filename}" + (f" ({label})" if label else ""), n=1, lineterm="")
-    return "\n".join(lines)
+def unified_diff(before: str, after: str, filename: str, label: str = "", context: int = 1) -> str:
+    """A unified diff of two versions of a file (difflib's, without its "popular lines are junk"
+    heuristic, which mangles files whose blank and marker lines repeat)."""
+    a, b = before.split("\n"), after.split("\n")
+    out = [f"--- a/{filename}", f"+++ b/{filename}" + (f" ({label})" if label else "")]
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for group in matcher.get_grouped_opcodes(context):
+        i1, j1, i2, j2 = group[0][1], group[0][3], group[-1][2], group[-1][4]
+        out.append(f"@@ -{i1 + 1},{i2 - i1} +{j1 + 1},{j2 - j1} @@")
+        for tag, x1, x2, y1, y2 in group:
+            if tag == "equal":
+                out += [" " + line for line in a[x1:x2]]
+                continue
+            out += ["-" + line for line in a[x1:x2]]
+            out += ["+" + line for line in b[y1:y2]]
+    return "\n".join(out)
 
 
 def sample(mutants: list[Mutant], limit: int, keep: set[str] = frozenset()) -> list[Mutant]:
