@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from course import stubs
 from course.config import Course
@@ -179,7 +179,7 @@ def _plan_assignment(course: Course, plan: _Plan, spec: Any, base: Path, options
                      candidates: list[kill.Candidate], extra: list[Job]) -> None:
     slug = plan.slug
     hidden, solutions = course.paths.graders / slug, course.paths.solutions / slug
-    folders = tmp_counter(base.parent)
+    folders = _folders(base.parent)
     plan.mutants_file = var.load_mutants_file(hidden)
     if options.variants:
         styles, plan.alternative_problems = var.alternatives(hidden, solutions)
@@ -241,7 +241,7 @@ def _plan_misconceptions(plan: _Plan, spec: Any, base: Path, solutions: Path, fo
         extra.append(Job(key, spec, var.variant_folder(base, next(folders), dict([applied]))))
 
 
-def tmp_counter(root: Path):
+def _folders(root: Path) -> Iterator[Path]:
     i = 0
     while True:
         i += 1
