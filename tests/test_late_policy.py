@@ -118,7 +118,7 @@ def test_csv_export_is_ready_for_an_lms(late_class, tmp_path):
         ["dan", "5.6", "8", "72.25", "5.6"],
         ["erin", "8", "8", "0.0", "8"],
         ["eve", "0", "8", "72.25", "0"],
-        ["finn", "0", "0", "0.0", "0"],
+        ["finn", "", "", "0.0", "0"],        # collected, not graded: blank, never a 0
     ]
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import course
 from course.config import Assignment, Course, Limits
 from course.errors import GradingError
+from course.grading import environment
 from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
@@ -58,6 +59,7 @@ class Job:
     submission: Path
     only: tuple[str, ...] = () # test names to run (``--only-pending``); empty: all
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
+    seed: int | None = None    # the judge's seed (``course validate --seeds``); None: a fresh secret one
     maxfail: int = 0           # stop after this many failed tests (``course validate --mutants``); 0: run all
 
 
@@ -71,6 +73,7 @@ class JobResult:
     started_at: str = ""
     duration: float = 0.0
     log: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -98,6 +101,7 @@ def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assi
     points/limits and the engine's version."""
     h = hashlib.sha256()
     h.update(f"course {course.__version__}\n".encode())
+    h.update(environment.version_key().encode())   # a library upgrade is a visible regrade
     h.update(json.dumps({"points": assignment.points, "limits": asdict(assignment.limits)}, sort_keys=True).encode())
     oracles = oracle_solutions(graders, solutions, slug) if solutions is not None else []
     for base in (graders / slug, assignments / slug / "tests", *oracles):
@@ -131,7 +135,7 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         "--submission", str(submission), "--backend", backend,
         "--course-hidden", str(spec.hidden), "--course-results", str(results),
         "--course-device", device, "--course-limits", json.dumps(asdict(spec.limits)),
-        "--course-seed", str(seed), "-rN", "--no-header",
+        "--course-seed", str(seed), "-rN", "--no-header", "--tb=no", "--course-fast-reports",
     ]
     if quiet:
         args.append("-q")
@@ -155,7 +159,8 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
-                       seed=secrets.randbits(62), only=job.only, ini=ini, maxfail=job.maxfail)
+                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini,
+                       maxfail=job.maxfail)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
@@ -170,8 +175,11 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     if not collected:
         return JobResult(job, False, message=f"no tests were collected (pytest exit code {int(exit_code)})",
                          started_at=started_at, duration=duration)
+    slot = sandbox.injected_pool()
+    env = environment.record(device, isolation=data.get("isolation", "none"),
+                             memory_limit_by=getattr(getattr(slot, "pool", None), "memory_limit_by", None))
     return JobResult(job, True, collected, isolation=data.get("isolation", "none"), started_at=started_at,
-                     duration=duration)
+                     duration=duration, environment=env)
 
 
 def _now() -> str:
@@ -181,6 +189,9 @@ def _now() -> str:
 
 def preload() -> None:
     """Import once, before forking judges, what every judge needs (never computing with torch)."""
+    import logging
+    # bitsandbytes warns on import on some CPUs about an optional kernel package: noise on a TA's screen
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import pytest  # noqa: F401
     import torch  # noqa: F401
     import course.grading.judge  # noqa: F401
@@ -219,7 +230,11 @@ class LocalExecutor:
                 warnings.simplefilter("always")
                 self.pool = ZygotePool.start(self.jobs, require_isolation=self.require_isolation,
                                              device=self.device, isolation=self.isolation, ro_paths=self.ro_paths)
-            self.isolation_note = "; ".join(str(w.message) for w in caught)
+            notes = [str(w.message) for w in caught]
+            if not self.pool.memory_limit_by.startswith("kernel"):
+                notes.append(f"course: worker memory is bounded by a {self.pool.memory_limit_by}; memfd and SysV "
+                             "shared memory are refused")
+            self.isolation_note = "; ".join(notes)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -368,14 +383,16 @@ def encode_result(result: JobResult) -> bytes:
     """A judge's result as JSON (plain data: also what a Dask task returns)."""
     return json.dumps({"ok": result.ok, "results": [asdict(r) for r in result.results],
                        "isolation": result.isolation, "message": result.message,
-                       "started_at": result.started_at, "duration": result.duration}).encode()
+                       "started_at": result.started_at, "duration": result.duration,
+                       "environment": result.environment}).encode()
 
 
 def decode_result(job: Job, payload: bytes) -> JobResult:
     data = json.loads(payload)
     return JobResult(job, bool(data["ok"]), [TestResult(**r) for r in data["results"]],
                      isolation=str(data["isolation"]), message=str(data["message"]),
-                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)))
+                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)),
+                     environment=dict(data.get("environment") or {}))
 
 
 def _die_with_parent() -> None:
