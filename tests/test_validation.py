@@ -332,7 +332,8 @@ def test_six_students_with_one_file_get_six_equal_grades(toy, tmp_path):
     for s in students:
         (tmp_path / "class" / s).mkdir(parents=True)
         shutil.copyfile(SOLUTION, tmp_path / "class" / s / "vecops.py")
-    api.collect(course, tmp_path / "class", "vecops")
+    collected = api.collect(course, tmp_path / "class", "vecops", submitted_at="2026-10-01T12:00:00+00:00")
+    assert sorted(i.student for i in collected.items if i.status == "collected") == students
     rep = api.grade(course, ["vecops"], jobs=2)
     assert sorted(r.student for r in rep.rows if r.status == "graded") == students
     with api.open_gradebook(course) as gb:
