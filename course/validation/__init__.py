@@ -264,7 +264,7 @@ def _judge_assignment(course: Course, rep: Checks, plan: _Plan, verdicts: dict[s
         rep.add("mutants.yml is well formed", False, "; ".join(mf.problems[:5]))
     if options.variants:
         _judge_alternatives(rep, plan, results, hidden)
-        kept = [plan.bugs[k].what for k in plan.bugs if not verdicts[k].killed]
+        kept = [plan.bugs[k].what for k in plan.bugs if not verdicts.get(k, kill.Verdict(False)).killed]
         problems = [f"keeps full marks: {w}" for w in kept] + [f"stale: {s}" for s in plan.stale_bugs]
         detail = "; ".join(problems[:8]) if problems else (
             f"{len(plan.bugs)} caught" if plan.bugs else f"none (add bugs: to {hidden / var.MUTANTS_FILE})")
