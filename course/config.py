@@ -74,6 +74,8 @@ class Assignment:
     points: float = 100.0
     needs_gpu: bool = False
     limits: Limits = field(default_factory=Limits)
+    min_mutant_kill: float = 0.9        # `course validate --mutants` fails below this kill rate
+    max_mutants: int = 40               # mutants graded per assignment by `--mutants` (0: every one)
     canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
     requires: tuple[str, ...] = ()      # what its student kit needs beyond torch (pip requirements)
 
@@ -246,10 +248,39 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
     )
 
 
-def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment:
+def parse_fraction(value: Any, key: str, ctx: _Ctx) -> float:
+    """A fraction in [0, 1], written 0.9 or '90%'."""
+    text = str(value).strip()
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(value)
+    except (TypeError, ValueError):
+        raise ctx.fail(key, value, "is not a fraction (write e.g. 0.9 or '90%')") from None
+    if not 0.0 <= number <= 1.0:
+        raise ctx.fail(key, value, "must lie between 0 and 1 (or 0% and 100%)")
+    return number
+
+
+def _mutant_settings(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Mapping[str, Any]) -> dict[str, Any]:
+    """``min_mutant_kill`` and ``max_mutants``, at the top level or per assignment."""
+    out = dict(base)
+    if "min_mutant_kill" in data:
+        out["min_mutant_kill"] = parse_fraction(data["min_mutant_kill"], f"{key}min_mutant_kill", ctx)
+    if "max_mutants" in data:
+        value = data["max_mutants"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ctx.fail(f"{key}max_mutants", value, "must be a whole number >= 0 (0: every mutant)")
+        out["max_mutants"] = value
+    return out
+
+
+def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits,
+                base_mutants: Mapping[str, Any] | None = None) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires"}, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires", "min_mutant_kill",
+                  "max_mutants"}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -280,6 +311,7 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
         points=_number(data.get("points", 100), f"{key}.points", ctx, positive=True),
         needs_gpu=needs_gpu,
         limits=_limits(_mapping(data.get("limits"), f"{key}.limits", ctx), f"{key}.limits", ctx, base_limits),
+        **_mutant_settings(data, f"{key}.", ctx, base_mutants or {}),
     )
 
 
@@ -354,7 +386,8 @@ def load(path: str | Path = "course.yml") -> Course:
     path = Path(path).resolve()
     ctx = _Ctx(path)
     data = _mapping(_read_yaml(path), "(top level)", ctx)
-    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing"}, "", ctx)
+    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing",
+                  "min_mutant_kill", "max_mutants"}, "", ctx)
     missing = data.get("missing", "zero")
     if missing not in ("zero", "blank"):
         raise ctx.fail("missing", missing, "must be 'zero' (a missing submission scores 0 after the due date) or 'blank'")
@@ -364,7 +397,8 @@ def load(path: str | Path = "course.yml") -> Course:
     raw_assignments = data.get("assignments") or []
     if not isinstance(raw_assignments, list):
         raise ctx.fail("assignments", raw_assignments, "must be a list")
-    assignments = tuple(_assignment(a, i, ctx, base_limits) for i, a in enumerate(raw_assignments))
+    base_mutants = _mutant_settings(data, "", ctx, {})
+    assignments = tuple(_assignment(a, i, ctx, base_limits, base_mutants) for i, a in enumerate(raw_assignments))
     seen: set[str] = set()
     for i, a in enumerate(assignments):
         if a.slug in seen:
