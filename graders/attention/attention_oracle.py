@@ -217,3 +217,8 @@ def nonfinite_view(t):
     """A tensor seen as (where NaN, where +-inf, finite values with the rest zeroed): variants that
     overflow compare on this, exactly on the pattern and within tolerance on the values."""
     return (torch.isnan(t), torch.isinf(t), torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0))
+
+
+def close(actual, expected, what, **tol):
+    """assert_close whose failure detail starts by saying what was compared."""
+    torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}\n{m}")

@@ -56,7 +56,7 @@ def test_scores_equal_scaled_products(submission, rng, q_shape, k_shape, scale, 
                  f"{'default scale' if scale is None else 'given scale'})",
                  variants=oracle.Unambiguous(oracle.scale_variants(
                      q, k, scale, lambda w: oracle.scores(q, k, w), names=SCORE_MISCONCEPTIONS), expected)):
-        torch.testing.assert_close(out, expected, **TOL[dtype])
+        oracle.close(out, expected, "scores q @ k^T * scale", **TOL[dtype])
 
 
 @pytest.mark.task("1.1")
@@ -64,7 +64,7 @@ def test_scores_equal_scaled_products(submission, rng, q_shape, k_shape, scale, 
 def test_scores_leave_their_inputs_unchanged(submission, rng):
     q, k = randn(rng, 2, 3, 5, 8), randn(rng, 2, 3, 6, 8)
     out = submission.call_pure("attention.attention_scores", q, k)
-    torch.testing.assert_close(out, oracle.scores(q, k), **TOL[torch.float32])
+    oracle.close(out, oracle.scores(q, k), "scores (after checking the inputs came back unchanged)", **TOL[torch.float32])
 
 
 # ------------------------------------------------------------------ 1.2 causal_mask
@@ -112,7 +112,7 @@ def softmax_check(out, scores, mask, dtype, what):
     expected = oracle.masked_softmax(scores, mask)
     with explain(out, expected, CATALOGUE, what=what,
                  variants=oracle.Unambiguous(oracle.softmax_variants(scores, mask), expected)):
-        torch.testing.assert_close(out, expected, **TOL[dtype])
+        oracle.close(out, expected, what, **TOL[dtype])
 
 
 @pytest.mark.task("1.3")
@@ -146,7 +146,7 @@ def test_masked_softmax_extreme_scores(submission, rng, dtype):
                      variants=oracle.Unambiguous(variants, oracle.nonfinite_view(expected)),
                      what=f"masked softmax of scores around +-1e4 ({dtype_name(dtype)}): finite and exact"):
             assert bool(torch.isfinite(out).all()), "scores of about +-1e4 must not produce NaN or infinity"
-            torch.testing.assert_close(out, expected, **TOL[dtype])
+            oracle.close(out, expected, "masked softmax of scores around +-1e4", **TOL[dtype])
 
 
 @pytest.mark.task("1.3")
@@ -167,7 +167,7 @@ def test_masked_softmax_fully_masked_rows_are_zero(submission, rng, dtype):
         for b, i in ((0, 1), (1, 3)):
             assert torch.equal(out[b, i], torch.zeros(5, dtype=dtype)), \
                 f"row [{b}, {i}] allows no key: its weights must be all 0"
-        torch.testing.assert_close(out, expected, **TOL[dtype])
+        oracle.close(out, expected, "masked softmax with fully masked rows", **TOL[dtype])
 
 
 @pytest.mark.task("1.3")
@@ -176,7 +176,8 @@ def test_masked_softmax_leaves_its_inputs_unchanged(submission, rng):
     scores = randn(rng, 2, 5, 7)
     mask = random_mask(rng, (2, 5, 7))
     out = submission.call_pure("attention.masked_softmax", scores, mask)
-    torch.testing.assert_close(out, oracle.masked_softmax(scores, mask), **TOL[torch.float32])
+    oracle.close(out, oracle.masked_softmax(scores, mask), "masked softmax (after checking the inputs came back unchanged)",
+                 **TOL[torch.float32])
 
 
 @pytest.mark.task("1.3")
@@ -185,7 +186,8 @@ def test_masked_softmax_written_without_torch_softmax(submission, rng):
     scores = randn(rng, 3, 4, 6)
     mask = random_mask(rng, (4, 6))
     out = submission.call("attention.masked_softmax", scores, mask)
-    torch.testing.assert_close(out, oracle.masked_softmax(scores, mask), **TOL[torch.float32])
+    oracle.close(out, oracle.masked_softmax(scores, mask), "masked softmax values (checked before reading the source)",
+                 **TOL[torch.float32])
     found = static.forbidden_uses(static.SourceIndex(submission.root), "attention.masked_softmax", static.TORCH_SOFTMAX)
     assert not found, "masked_softmax must be written without torch's softmax: " + static.describe(found)
 
@@ -239,11 +241,11 @@ def test_sdpa_equals_torch(submission, rng, lead, seq_q, seq_k, d, d_v, dtype, m
     with explain(weights, expected_weights, CATALOGUE, what="attention weights (" + what + ")",
                  variants=oracle.Unambiguous(oracle.attention_variants(q, k, v, mask, causal, scale, lambda o, w: w),
                                              expected_weights)):
-        torch.testing.assert_close(weights, expected_weights, **TOL[dtype])
+        oracle.close(weights, expected_weights, "attention weights", **TOL[dtype])
     with explain(out, expected_out, CATALOGUE, what="attention output (" + what + ")",
                  variants=oracle.Unambiguous(oracle.attention_variants(q, k, v, mask, causal, scale, lambda o, w: o),
                                              expected_out)):
-        torch.testing.assert_close(out, oracle.torch_sdpa(q, k, v, mask, causal, scale), **TOL[dtype])
+        oracle.close(out, oracle.torch_sdpa(q, k, v, mask, causal, scale), "attention output vs torch's SDPA", **TOL[dtype])
 
 
 @pytest.mark.task("1.4")
@@ -257,7 +259,7 @@ def test_sdpa_weight_rows_sum_to_one_and_causal_zeros(submission, rng, seq_q, se
     variants = oracle.Unambiguous(oracle.attention_variants(q, k, v, None, True, None, lambda o, w: w), expected)
     with explain(weights, expected, CATALOGUE, variants=variants,
                  what="causal weights: rows sum to 1, exactly 0 above the diagonal, > 0 on and below it"):
-        torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, seq_q), rtol=0, atol=1e-5)
+        oracle.close(weights.sum(-1), torch.ones(2, 3, seq_q), "row sums of the causal weights", rtol=0, atol=1e-5)
         above = torch.ones(seq_q, seq_k, dtype=torch.bool).triu(1)
         assert bool((weights[..., above] == 0).all()), "causal weights above the diagonal must be exactly 0 (a future token leaks)"
         assert bool((weights[..., ~above] > 0).all()), "every allowed (past or current) key should get some weight"
@@ -282,8 +284,9 @@ def test_sdpa_query_with_no_allowed_key(submission, rng):
         for b, i in ((0, 2), (1, 0)):
             assert torch.equal(weights[b, i], torch.zeros(6)), f"weights of query [{b}, {i}] must be all 0"
             assert torch.equal(out[b, i], torch.zeros(8)), f"output of query [{b}, {i}] must be all 0"
-        torch.testing.assert_close(out, expected_out, **TOL[torch.float32])
-        torch.testing.assert_close(weights, expected_weights, **TOL[torch.float32])
+        oracle.close(out, expected_out, "output, including the queries that may attend to nothing", **TOL[torch.float32])
+        oracle.close(weights, expected_weights, "weights, including the queries that may attend to nothing",
+                     **TOL[torch.float32])
 
 
 GRAD_CASES = ["no mask", "mask, causal and scale 0.7", "a fully masked row"]
@@ -307,7 +310,7 @@ def test_sdpa_gradients_equal_autograd_of_the_reference(submission, rng, kind):
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
     expected_out, _ = oracle.attention(*leaves, mask=mask, causal=causal, scale=scale)
     expected_grads = torch.autograd.grad((expected_out * grad_out).sum(), leaves)
-    torch.testing.assert_close(got["out"], expected_out.detach(), **TOL[torch.float64])
+    oracle.close(got["out"], expected_out.detach(), "output of the pass whose gradients are compared", **TOL[torch.float64])
     for name, grad, expected in zip("qkv", got["grads"], expected_grads):
         assert grad is not None, f"no gradient reached {name}: the output must be differentiable in q, k and v"
         torch.testing.assert_close(grad, expected, **oracle.GRAD_TOL[torch.float64],
@@ -339,7 +342,8 @@ def test_sdpa_leaves_its_inputs_unchanged(submission, rng):
     q, k, v = randn(rng, 2, 3, 5, 8), randn(rng, 2, 3, 7, 8), randn(rng, 2, 3, 7, 8)
     mask = random_mask(rng, (5, 7))
     out, _ = submission.call_pure("attention.scaled_dot_product_attention", q, k, v, mask=mask, causal=True)
-    torch.testing.assert_close(out, oracle.attention(q, k, v, mask, True)[0], **TOL[torch.float32])
+    oracle.close(out, oracle.attention(q, k, v, mask, True)[0], "output (after checking the inputs came back unchanged)",
+                 **TOL[torch.float32])
 
 
 @pytest.mark.task("1.4")
@@ -353,8 +357,8 @@ def test_sdpa_follows_its_inputs_device_and_strides(submission, rng):
     out, weights = submission.run(probes.call_on_strided, "scaled_dot_product_attention", [q, k, v],
                                   ["transposed", "sliced", "heads"], {"causal": True})
     expected_out, expected_weights = oracle.attention(q, k, v, None, True)
-    torch.testing.assert_close(out, expected_out, **TOL[torch.float32])
-    torch.testing.assert_close(weights, expected_weights, **TOL[torch.float32])
+    oracle.close(out, expected_out, "output for non-contiguous q, k, v views", **TOL[torch.float32])
+    oracle.close(weights, expected_weights, "weights for non-contiguous q, k, v views", **TOL[torch.float32])
 
 
 @pytest.mark.task("1.4")
@@ -363,7 +367,7 @@ def test_sdpa_written_without_torch_attention(submission, rng):
     q, k, v = randn(rng, 2, 5, 8), randn(rng, 2, 7, 8), randn(rng, 2, 7, 8)
     mask = random_mask(rng, (5, 7))
     out, _ = submission.call("attention.scaled_dot_product_attention", q, k, v, mask=mask, causal=True)
-    torch.testing.assert_close(out, oracle.torch_sdpa(q, k, v, mask, True), **TOL[torch.float32])
+    oracle.close(out, oracle.torch_sdpa(q, k, v, mask, True), "output (checked before reading the source)", **TOL[torch.float32])
     found = static.forbidden_uses(static.SourceIndex(submission.root), "attention.scaled_dot_product_attention",
                                   static.TORCH_SOFTMAX | static.TORCH_ATTENTION)
     assert not found, "scaled_dot_product_attention must not call torch's attention or softmax: " + static.describe(found)
@@ -376,7 +380,7 @@ def test_sdpa_no_python_loop_over_tokens(submission, rng):
     anything it calls (iterating over a literal tuple or over .shape is fine)."""
     q, k, v = randn(rng, 2, 3, 9, 8), randn(rng, 2, 3, 9, 8), randn(rng, 2, 3, 9, 8)
     out, _ = submission.call("attention.scaled_dot_product_attention", q, k, v, causal=True)
-    torch.testing.assert_close(out, oracle.torch_sdpa(q, k, v, None, True), **TOL[torch.float32])
+    oracle.close(out, oracle.torch_sdpa(q, k, v, None, True), "output (checked before reading the source)", **TOL[torch.float32])
     found = static.python_loops(static.SourceIndex(submission.root), "attention.scaled_dot_product_attention")
     assert not found, ("scaled_dot_product_attention (and what it calls) must compute all queries at once, "
                        "without a Python loop: " + static.describe(found))

@@ -182,15 +182,16 @@ def test_mha_equals_torch_multiheadattention(submission, rng, case):
     with torch.no_grad():
         expected, expected_weights = mha(x, x, x, need_weights=True, average_attn_weights=False, **torch_kwargs)
     assert torch.equal(found["x_after"], x), "forward must leave its input x unchanged"
+    assert mask is None or torch.equal(found["mask_after"], mask), "forward must leave its mask unchanged"
     assert tuple(out.shape) == (batch, seq, d_model), f"out: expected shape {(batch, seq, d_model)}, got {tuple(out.shape)}"
     with explain(weights, expected_weights, CATALOGUE, what=f"every head's attention weights ({case})",
                  variants=mha_variants(state, heads, x, mask, causal, lambda o, w: w)):
         assert tuple(weights.shape) == (batch, heads, seq, seq), \
             f"weights: expected shape {(batch, heads, seq, seq)}, got {tuple(weights.shape)}"
-        torch.testing.assert_close(weights, expected_weights, **TOL[dtype])
+        oracle.close(weights, expected_weights, "every head's weights vs torch's MultiheadAttention", **TOL[dtype])
     with explain(out, expected, CATALOGUE, what=f"output of the module ({case})",
                  variants=mha_variants(state, heads, x, mask, causal, lambda o, w: o)):
-        torch.testing.assert_close(out, expected, **TOL[dtype])
+        oracle.close(out, expected, "module output vs torch's MultiheadAttention", **TOL[dtype])
 
 
 @pytest.mark.task("2.3")
@@ -224,7 +225,7 @@ def test_mha_gradients_equal_torch_multiheadattention(submission, rng, causal):
     blocked = ~torch.ones(3, 3, dtype=torch.bool).tril() if causal else ~mask
     expected, _ = mha(leaf, leaf, leaf, attn_mask=blocked, need_weights=False)
     (expected * grad_out).sum().backward()
-    torch.testing.assert_close(found["out"], expected.detach(), **TOL[torch.float64])
+    oracle.close(found["out"], expected.detach(), "output of the pass whose gradients are compared", **TOL[torch.float64])
     tol = oracle.GRAD_TOL[torch.float64]
     assert found["x_grad"] is not None, "no gradient reached the input x"
     torch.testing.assert_close(found["x_grad"], leaf.grad, **tol, msg=lambda m: "gradient for x\n" + m)
@@ -264,7 +265,7 @@ def test_mha_written_without_torch_attention(submission, rng):
     found = submission.run(probes.mha_forward, 8, 2, True, state, x)
     with torch.no_grad():
         expected, _ = mha(x, x, x, need_weights=False)
-    torch.testing.assert_close(found["out"], expected, **TOL[torch.float32])
+    oracle.close(found["out"], expected, "module output (checked before reading the source)", **TOL[torch.float32])
     found = static.forbidden_uses(static.SourceIndex(submission.root), "attention.MultiHeadAttention",
                                   static.TORCH_SOFTMAX | static.TORCH_ATTENTION)
     assert not found, "MultiHeadAttention must not use torch's attention or softmax: " + static.describe(found)

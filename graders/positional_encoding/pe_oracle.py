@@ -211,3 +211,8 @@ def mixed_device_ops(ops):
     """The operations (other than transfers, and indexing, which accepts CPU indices everywhere)
     whose tensor arguments sit on more than one device: each fails on a GPU."""
     return [name for name, devices in ops if len(devices) > 1 and name not in TRANSFERS]
+
+
+def close(actual, expected, what, **tol):
+    """assert_close whose failure detail starts by saying what was compared."""
+    torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}\n{m}")

@@ -128,7 +128,7 @@ def test_apply_rope_equals_llama(submission, rng, shape, dtype):
     expected = llama_rotate(x, cos, sin)
     with explain(out, expected, CATALOGUE, variants=oracle.Unambiguous(oracle.rotation_variants(x, cos, sin), expected),
                  what=f"x * cos + rotate_half(x) * sin against Llama's apply_rotary_pos_emb ({dtype_name(dtype)})"):
-        torch.testing.assert_close(out, expected, **TOL[dtype])
+        oracle.close(out, expected, "apply_rope vs Llama's apply_rotary_pos_emb", **TOL[dtype])
 
 
 @pytest.mark.task("2.2")
@@ -137,7 +137,7 @@ def test_apply_rope_leaves_its_inputs_unchanged(submission, rng):
     cos, sin = llama_cos_sin(torch.arange(6), 8, 10000.0)
     x = randn(rng, 2, 3, 6, 8)
     out = submission.call_pure("positional_encoding.apply_rope", x, cos, sin)
-    torch.testing.assert_close(out, llama_rotate(x, cos, sin), **TOL[torch.float32])
+    oracle.close(out, llama_rotate(x, cos, sin), "apply_rope (after checking the inputs came back unchanged)", **TOL[torch.float32])
 
 
 @pytest.mark.task("2.2")
@@ -205,5 +205,7 @@ def test_relative_scores_depend_only_on_distance(submission, rng, offset_a, offs
 def test_relative_scores_leave_their_inputs_unchanged(submission, rng):
     q, k = randn(rng, 1, 2, 4, 8, dtype=torch.float64), randn(rng, 1, 2, 5, 8, dtype=torch.float64)
     score_a, score_b = submission.call_pure("positional_encoding.relative_scores", q, k, 2, 9)
-    torch.testing.assert_close(score_a, oracle.relative(q, k, 2), rtol=0, atol=1e-5)
-    torch.testing.assert_close(score_b, oracle.relative(q, k, 9), rtol=0, atol=1e-5)
+    oracle.close(score_a, oracle.relative(q, k, 2), "scores of placement a (after checking q and k came back unchanged)",
+                 rtol=0, atol=1e-5)
+    oracle.close(score_b, oracle.relative(q, k, 9), "scores of placement b (after checking q and k came back unchanged)",
+                 rtol=0, atol=1e-5)
