@@ -125,8 +125,16 @@ def softmax_variants(s, allowed):
         total = exps.sum(-1, keepdim=True)
         return exps / torch.where(total > 0, total, torch.ones_like(total))
 
+    def max_without_keepdim():     # (..., seq_q) maxima broadcast along the keys: only square scores run
+        filled = s if allowed is None else s.masked_fill(~allowed, float("-inf"))
+        peak = filled.amax(dim=-1)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        exps = torch.exp(filled - peak)
+        total = exps.sum(-1, keepdim=True)
+        return exps / torch.where(total > 0, total, torch.ones_like(total))
+
     out = {"softmax_over_queries": axis_minus_two, "no_max_subtraction": no_max,
-           "global_max_subtraction": global_max}
+           "global_max_subtraction": global_max, "max_without_keepdim": max_without_keepdim}
     if allowed is not None:
         out["mask_polarity_inverted"] = lambda: masked_softmax(s, ~allowed.expand(s.shape))
         out["mask_after_softmax"] = lambda: torch.softmax(s, dim=-1) * allowed
@@ -211,6 +219,28 @@ class Unambiguous(Mapping):
 
     def __len__(self):
         return len(self._compute())
+
+
+def source_facts(findings):
+    """Catalogue names for static findings: a library use of attention or softmax, a Python loop, or
+    code the grader cannot read (exact facts about the source, no guess)."""
+    from course.grading import static
+    names = []
+    for f in findings:
+        if f.what.endswith(" calls itself") and f.what.split()[0] in static.TORCH_ATTENTION | static.TORCH_SOFTMAX:
+            continue   # `torch...scaled_dot_product_attention(...)` inside ours reads as a self-call: a library use
+        if f.what.startswith(("uses ", "imports ")) and any(n in f.what for n in static.TORCH_ATTENTION):
+            name = "torch_attention_used"
+        elif f.what.startswith(("uses ", "imports ")) and any(n in f.what for n in static.TORCH_SOFTMAX):
+            name = "torch_softmax_used"
+        elif f.what.startswith(("a for loop", "a while loop", "a comprehension")) or f.what.endswith("(...)") \
+                and f.what.split("(")[0] in static.LOOP_CALLS or f.what.endswith("calls itself"):
+            name = "python_loop_in_attention"
+        else:
+            name = "code_grader_cannot_read"
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def nonfinite_view(t):

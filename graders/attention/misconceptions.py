@@ -145,4 +145,75 @@ CATALOGUE = catalogue({
         task="2.3", bug={"old": "out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)",
                          "new": "out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal, "
                                 "scale=1.0 / math.sqrt(self.d_model))"}),
+    "max_without_keepdim": Misconception(
+        "Your softmax subtracts maxima taken without keepdim=True: they broadcast along the keys, so row i "
+        "gets the maxima of other rows. Use amax(dim=-1, keepdim=True).",
+        task="1.3", bug={"old": "peak = scores.amax(dim=-1, keepdim=True)", "new": "peak = scores.amax(dim=-1)"}),
+    # ---- facts read from the returned data or from the source
+    "causal_mask_not_bool": Misconception(
+        "Your causal mask is not a bool tensor: build it with dtype=torch.bool (True = may attend).",
+        task="1.2", bug={"old": "torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()",
+                         "new": "torch.ones(seq_len, seq_len, device=device).tril()"}),
+    "causal_mask_device_ignored": Misconception(
+        "causal_mask ignores its device argument: create the mask with device=device.",
+        task="1.2", bug={"old": "torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()",
+                         "new": "torch.ones(seq_len, seq_len, dtype=torch.bool).tril()"}),
+    "torch_softmax_used": Misconception(
+        "Your code calls torch's softmax: write masked_softmax yourself with torch.exp and the max trick.",
+        task="1.3", bug={"old": "    exps = torch.exp(scores - peak)\n    total = exps.sum(dim=-1, keepdim=True)\n"
+                                "    return exps / torch.where(total > 0, total, torch.ones_like(total))",
+                         "new": "    weights = torch.softmax(scores, dim=-1)\n    return torch.nan_to_num(weights, nan=0.0)"}),
+    "code_grader_cannot_read": Misconception(
+        "Your code reaches functions by names the grader cannot read from the source (eval, exec, getattr "
+        "with a computed name, torch.ops, torch._C...): call them by their plain names.",
+        task="1.3", bug={"old": "exps = torch.exp(scores - peak)", "new": "exps = getattr(torch, \"e\" + \"xp\")(scores - peak)"}),
+    "torch_attention_used": Misconception(
+        "Your code calls torch's own attention (scaled_dot_product_attention or MultiheadAttention): "
+        "compute it from your three functions.",
+        task="1.4", bug={"old": "    weights = masked_softmax(scores, mask)\n    return weights @ v, weights",
+                         "new": "    weights = masked_softmax(scores, mask)\n    out = torch.nn.functional."
+                                "scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)\n"
+                                "    return torch.nan_to_num(out, nan=0.0), weights"}),
+    "python_loop_in_attention": Misconception(
+        "scaled_dot_product_attention (or a function it calls) loops in Python: one batched matrix "
+        "product handles all queries at once.",
+        task="1.4", bug={"old": "    weights = masked_softmax(scores, mask)\n    return weights @ v, weights",
+                         "new": "    weights = masked_softmax(scores, mask)\n    rows = [weights[..., i:i + 1, :] @ v "
+                                "for i in range(weights.shape[-2])]\n    return torch.cat(rows, dim=-2), weights"}),
+    "module_ignores_causal": Misconception(
+        "Your module does not pass causal on to the attention: with causal=True each token must not see "
+        "later ones.",
+        task="2.3", bug={"old": "out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)",
+                         "new": "out, weights = scaled_dot_product_attention(q, k, v, mask=mask)"}),
+    "module_ignores_mask": Misconception(
+        "Your module does not pass its mask on to the attention.",
+        task="2.3", bug={"old": "out, weights = scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)",
+                         "new": "out, weights = scaled_dot_product_attention(q, k, v, causal=causal)"}),
+    "bias_argument_ignored": Misconception(
+        "Your projections have biases when bias=False: pass bias=bias to every nn.Linear.",
+        task="2.3", bug={"old": "self.q_proj = nn.Linear(d_model, d_model, bias=bias)",
+                         "new": "self.q_proj = nn.Linear(d_model, d_model)"}),
+    "projections_frozen": Misconception(
+        "Your projections are not trainable (requires_grad is False): leave the nn.Linear parameters as "
+        "they are created.",
+        task="2.3", bug={"old": "self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n        # END SOLUTION",
+                         "new": "self.out_proj = nn.Linear(d_model, d_model, bias=bias)\n        for p in "
+                                "self.parameters():\n            p.requires_grad_(False)\n        # END SOLUTION"}),
+    "gradient_cut_in_forward": Misconception(
+        "No gradient reaches the module's input: something in forward detaches the computation (detach, "
+        "torch.no_grad, .data, numpy).",
+        task="2.3", bug={"old": "return self.out_proj(merge_heads(out)), weights",
+                         "new": "return self.out_proj(merge_heads(out.detach())), weights"}),
+    "error_not_value_error": Misconception(
+        "When n_heads does not divide d_model, raise ValueError (not assert, not another exception).",
+        task="2.3", bug={"old": "if d_model % n_heads != 0:\n            raise ValueError(f\"d_model={d_model} is not "
+                                "divisible by n_heads={n_heads}\")",
+                         "new": "assert d_model % n_heads == 0, f\"d_model={d_model} is not divisible by "
+                                "n_heads={n_heads}\""}),
+    "error_message_without_numbers": Misconception(
+        "Your ValueError does not name both numbers: say which d_model and which n_heads do not fit.",
+        task="2.3", bug={"old": "raise ValueError(f\"d_model={d_model} is not divisible by n_heads={n_heads}\")",
+                         "new": "raise ValueError(\"n_heads must divide d_model\")"}),
 })
+
+SOURCE_FACTS = ("torch_softmax_used", "torch_attention_used", "python_loop_in_attention", "code_grader_cannot_read")

@@ -16,7 +16,7 @@ import attention_oracle as oracle
 import probes
 from attention_oracle import TOL, randn, random_mask
 from course.grading import static
-from course.grading.diagnose import explain
+from course.grading.diagnose import explain, record
 from misconceptions import CATALOGUE
 
 
@@ -74,6 +74,8 @@ def test_scores_leave_their_inputs_unchanged(submission, rng):
 @pytest.mark.parametrize("n", [1, 2, 7, 33], ids=lambda n: f"{n} position{'s' if n > 1 else ''}")
 def test_causal_mask_lower_triangle(submission, n):
     mask = submission.call("attention.causal_mask", n, device="cpu")
+    if mask.dtype != torch.bool:
+        record(["causal_mask_not_bool"], CATALOGUE, "causal mask: a bool tensor, True exactly where j <= i")
     assert mask.dtype == torch.bool, f"the mask must be bool, got {mask.dtype}"
     assert tuple(mask.shape) == (n, n), f"the mask must have shape {(n, n)}, got {tuple(mask.shape)}"
     expected = oracle.causal_allowed(n, n)
@@ -88,6 +90,8 @@ def test_causal_mask_lower_triangle(submission, n):
 @pytest.mark.points(1)
 def test_causal_mask_on_the_requested_device(submission):
     found = submission.run(probes.causal_mask_devices, 5)
+    if found["meta"][0] != "meta":
+        record(["causal_mask_device_ignored"], CATALOGUE, "causal_mask(n, device=...) creates the mask on that device")
     assert found["meta"] == ("meta", "torch.bool", (5, 5)), \
         f"causal_mask(5, device='meta') should be a bool (5, 5) tensor on meta, got {found['meta']}"
     assert found["none"] == ("cpu", "torch.bool", (5, 5)), \
@@ -189,6 +193,8 @@ def test_masked_softmax_written_without_torch_softmax(submission, rng):
     oracle.close(out, oracle.masked_softmax(scores, mask), "masked softmax values (checked before reading the source)",
                  **TOL[torch.float32])
     found = static.forbidden_uses(static.SourceIndex(submission.root), "attention.masked_softmax", static.TORCH_SOFTMAX)
+    if found:
+        record(oracle.source_facts(found), CATALOGUE, "masked_softmax written without torch's softmax (read from the source)")
     assert not found, "masked_softmax must be written without torch's softmax: " + static.describe(found)
 
 
@@ -370,6 +376,9 @@ def test_sdpa_written_without_torch_attention(submission, rng):
     oracle.close(out, oracle.torch_sdpa(q, k, v, mask, True), "output (checked before reading the source)", **TOL[torch.float32])
     found = static.forbidden_uses(static.SourceIndex(submission.root), "attention.scaled_dot_product_attention",
                                   static.TORCH_SOFTMAX | static.TORCH_ATTENTION)
+    if found:
+        record(oracle.source_facts(found), CATALOGUE,
+               "scaled_dot_product_attention written without torch's attention or softmax (read from the source)")
     assert not found, "scaled_dot_product_attention must not call torch's attention or softmax: " + static.describe(found)
 
 
@@ -382,5 +391,8 @@ def test_sdpa_no_python_loop_over_tokens(submission, rng):
     out, _ = submission.call("attention.scaled_dot_product_attention", q, k, v, causal=True)
     oracle.close(out, oracle.torch_sdpa(q, k, v, None, True), "output (checked before reading the source)", **TOL[torch.float32])
     found = static.python_loops(static.SourceIndex(submission.root), "attention.scaled_dot_product_attention")
+    if found:
+        record(oracle.source_facts(found), CATALOGUE,
+               "no Python loop in scaled_dot_product_attention or what it calls (read from the source)")
     assert not found, ("scaled_dot_product_attention (and what it calls) must compute all queries at once, "
                        "without a Python loop: " + static.describe(found))

@@ -7,6 +7,7 @@ it for gradients. Tolerances: float32 rtol 1e-4 / atol 1e-5, float64 rtol 1e-7 /
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ import attention_oracle as oracle
 import probes
 from attention_oracle import TOL, randn
 from course.grading import static
-from course.grading.diagnose import explain
+from course.grading.diagnose import explain, record
+from course.grading.failures import SubmissionError
 from misconceptions import CATALOGUE
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -144,7 +146,9 @@ def mha_variants(state, heads, x, mask, causal, pick):
                 "values_from_key_projection": make(values="k_proj"),
                 "scale_by_d_model": make(scale=1 / math.sqrt(d_model)),
                 "split_without_transpose": make(split="no_transpose"), "split_interleaved": make(split="interleaved"),
-                "merge_without_transpose": make(merge="no_transpose"), "merge_interleaved": make(merge="interleaved")})
+                "merge_without_transpose": make(merge="no_transpose"), "merge_interleaved": make(merge="interleaved"),
+                "module_ignores_causal": lambda: pick(*mha_reference(state, heads, x, mask, False)),
+                "module_ignores_mask": lambda: pick(*mha_reference(state, heads, x, None, causal))})
     return oracle.Unambiguous(out, pick(*mha_reference(state, heads, x, mask, causal)))
 
 
@@ -203,6 +207,13 @@ def test_mha_parameters_are_the_four_projections(submission, bias):
     expected = {f"{p}.weight": ((d_model, d_model), True) for p in PROJECTIONS}
     if bias:
         expected.update({f"{p}.bias": ((d_model,), True) for p in PROJECTIONS})
+    facts = []
+    if not bias and any(name.endswith(".bias") for name in found["parameters"]):
+        facts.append("bias_argument_ignored")
+    if any(trainable is False for _, trainable in found["parameters"].values()):
+        facts.append("projections_frozen")
+    if facts:
+        record(facts, CATALOGUE, "the module's parameters: the four projections, trainable, biases only with bias=True")
     assert found["parameters"] == expected, \
         f"parameters (name: (shape, trainable)) should be {expected}, got {found['parameters']}"
     for name in PROJECTIONS:
@@ -227,6 +238,10 @@ def test_mha_gradients_equal_torch_multiheadattention(submission, rng, causal):
     (expected * grad_out).sum().backward()
     oracle.close(found["out"], expected.detach(), "output of the pass whose gradients are compared", **TOL[torch.float64])
     tol = oracle.GRAD_TOL[torch.float64]
+    if found["x_grad"] is None:
+        record(["gradient_cut_in_forward"], CATALOGUE, "gradients of the module's output for its input and parameters")
+    elif any(g is None for g in found["param_grads"].values()):
+        record(["projections_frozen"], CATALOGUE, "gradients of the module's output for its input and parameters")
     assert found["x_grad"] is not None, "no gradient reached the input x"
     torch.testing.assert_close(found["x_grad"], leaf.grad, **tol, msg=lambda m: "gradient for x\n" + m)
     expected_grads = {"out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad}
@@ -244,8 +259,20 @@ def test_mha_gradients_equal_torch_multiheadattention(submission, rng, causal):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("d_model,heads", [(10, 3), (16, 5)], ids=["d_model 10, 3 heads", "d_model 16, 5 heads"])
 def test_mha_rejects_heads_that_do_not_divide(submission, d_model, heads):
-    with pytest.raises(ValueError, match=rf"(?s)(?=.*\b{d_model}\b)(?=.*\b{heads}\b)"):
+    names_both = rf"(?s)(?=.*\b{d_model}\b)(?=.*\b{heads}\b)"
+    what = "MultiHeadAttention(d_model, n_heads) raises ValueError naming both numbers when they do not divide"
+    try:
         submission.run(probes.mha_construct, d_model, heads)
+    except SubmissionError as error:       # the student's exception, as data: its built-in type and message
+        if not isinstance(error, ValueError):
+            record(["error_not_value_error"], CATALOGUE, what)
+            raise AssertionError(f"expected a ValueError, the constructor raised {error.remote_type}") from None
+        if not re.search(names_both, error.remote_message):
+            record(["error_message_without_numbers"], CATALOGUE, what)
+            raise AssertionError(f"the ValueError's message should name d_model={d_model} and n_heads={heads}: "
+                                 f"{error.remote_message!r}") from None
+        return
+    raise AssertionError(f"MultiHeadAttention({d_model}, {heads}) raised nothing")
 
 
 @pytest.mark.task("2.3")

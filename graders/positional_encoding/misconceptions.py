@@ -50,10 +50,63 @@ CATALOGUE = catalogue({
                                 "torch.arange(0, d_model, 2, dtype=torch.float64) / d_model",
                          "new": "positions = torch.arange(seq_len, dtype=torch.float32)[:, None]\n    exponents = "
                                 "torch.arange(0, d_model, 2, dtype=torch.float32) / d_model"}),
+    "float32_tutorial_frequencies": Misconception(
+        "Your frequencies exp(2i * -log(base) / d_model) are computed in float32, as in the PyTorch "
+        "tutorial: far positions lose about 1e-4. Compute them, and the angles, in float64.",
+        task="1.1", bug={"old": "angles = positions / base ** exponents",
+                         "new": "angles = torch.arange(seq_len)[:, None] * torch.exp(torch.arange(0, d_model, 2).float() "
+                                "* (-torch.log(torch.tensor(float(base), dtype=torch.float64)).item() / d_model))"}),
+    "odd_width_accepted": Misconception(
+        "An odd width is accepted: sines and cosines come in pairs, so raise ValueError naming the width.",
+        task="1.1", bug={"old": "if d_model % 2 != 0:\n        raise ValueError(f\"d_model must be even for sinusoidal "
+                                "encodings, got d_model={d_model}\")",
+                         "new": "if d_model % 2 != 0:\n        d_model = d_model + 1"}),
     "base_ignored": Misconception(
         "Your table ignores the base argument and always uses 10000: use the base you are given.",
         task="1.1", bug={"old": "angles = positions / base ** exponents", "new": "angles = positions / 10000.0 ** exponents"}),
+    "table_not_a_buffer": Misconception(
+        "Your table is a plain attribute, not a registered buffer: module.to(...) does not move it and the "
+        "state_dict does not save it. Use self.register_buffer.",
+        task="1.2", bug={"old": "self.register_buffer(\"pe\", sinusoidal_encoding(max_len, d_model, base))",
+                         "new": "self.pe = sinusoidal_encoding(max_len, d_model, base)"}),
+    "table_is_a_parameter": Misconception(
+        "Your table is a parameter, so an optimiser would change it: the sinusoids are fixed, store them "
+        "with self.register_buffer.",
+        task="1.2", bug={"old": "self.register_buffer(\"pe\", sinusoidal_encoding(max_len, d_model, base))",
+                         "new": "self.pe = nn.Parameter(sinusoidal_encoding(max_len, d_model, base))"}),
+    "buffer_not_persistent": Misconception(
+        "Your table buffer is not saved in the state_dict (persistent=False): register it as a persistent "
+        "buffer.",
+        task="1.2", bug={"old": "self.register_buffer(\"pe\", sinusoidal_encoding(max_len, d_model, base))",
+                         "new": "self.register_buffer(\"pe\", sinusoidal_encoding(max_len, d_model, base), "
+                                "persistent=False)"}),
+    "max_len_off_by_one": Misconception(
+        "A sequence exactly max_len long is refused: only seq > max_len is an error.",
+        task="1.2", bug={"old": "        if seq > self.max_len:\n            raise ValueError(f\"sequence length {seq} is "
+                                "longer than max_len={self.max_len}\")\n        return x + self.pe[:seq]",
+                         "new": "        if seq >= self.max_len:\n            raise ValueError(f\"sequence length {seq} is "
+                                "longer than max_len={self.max_len}\")\n        return x + self.pe[:seq]"}),
+    "length_error_not_value_error": Misconception(
+        "A sequence longer than max_len fails with another exception: check the length yourself and raise "
+        "ValueError naming both lengths.",
+        task="1.2", bug={"old": "        if seq > self.max_len:\n            raise ValueError(f\"sequence length {seq} is "
+                                "longer than max_len={self.max_len}\")\n        return x + self.pe[:seq]",
+                         "new": "        return x + self.pe[:seq]"}),
     # ---- learned positions (1.3)
+    "embedding_not_nn_embedding": Misconception(
+        "Your attribute embedding is not an nn.Embedding: use nn.Embedding(max_len, d_model), whose weight is "
+        "the table.",
+        task="1.3", bug={"old": "self.embedding = nn.Embedding(max_len, d_model)",
+                         "new": "self.embedding = nn.Parameter(torch.randn(max_len, d_model))"}),
+    "embedding_not_trained": Misconception(
+        "No gradient reaches embedding.weight: keep it trainable and add embedding(positions) to x without "
+        "detaching.",
+        task="1.3", bug={"old": "return x + self.embedding(positions)",
+                         "new": "return x + self.embedding(positions).detach()"}),
+    "positions_on_default_device": Misconception(
+        "Your positions are made on the default device while the module and x may be elsewhere: "
+        "torch.arange(seq, device=x.device).",
+        task="1.3", bug={"old": "positions = torch.arange(seq, device=x.device)", "new": "positions = torch.arange(seq)"}),
     "learned_positions_from_one": Misconception(
         "Your module adds rows 1, 2, ...: position p uses row p of the embedding, starting with row 0.",
         task="1.3", bug={"old": "positions = torch.arange(seq, device=x.device)",
@@ -81,13 +134,17 @@ CATALOGUE = catalogue({
     "rope_positions_ignored": Misconception(
         "rope_cos_sin ignores its positions argument: with positions given, row t is for position "
         "positions[t], not t.",
-        task="2.1", bug={"old": "if positions is None:\n        positions = torch.arange(seq_len)\n    elif",
-                         "new": "if True:\n        positions = torch.arange(seq_len)\n    elif"}),
+        task="2.1", bug={"old": "angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]",
+                         "new": "angles = torch.arange(seq_len, dtype=torch.float64)[:, None] * inv_freq[None, :]"}),
     "rope_positions_from_one": Misconception(
         "Your rotary tables start at position 1: without positions, row t is position t, starting at 0 "
         "(cos 1, sin 0).",
         task="2.1", bug={"old": "positions = torch.arange(seq_len)\n    elif",
                          "new": "positions = torch.arange(1, seq_len + 1)\n    elif"}),
+    "positions_shape_not_checked": Misconception(
+        "positions of the wrong shape are accepted: raise ValueError unless positions has shape (seq,).",
+        task="2.1", bug={"old": "    elif tuple(positions.shape) != (seq_len,):\n        raise ValueError(f\"positions must "
+                                "have shape ({seq_len},), got {tuple(positions.shape)}\")\n", "new": ""}),
     # ---- the rotation (2.2)
     "rope_rotates_backwards": Misconception(
         "Your rotation turns the other way: rotate_half(x) is concat(-x2, x1), the minus sign on the "

@@ -25,7 +25,10 @@ def sinusoid(seq_len, d_model, base=10000.0, *, order="sin_cos", layout="interle
              start=0, precision="float64", invert=False):
     """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(...), in float64, entry by entry; the
     keyword arguments reproduce the wrong ideas of the catalogue."""
-    if precision == "float32":                       # the student's float32 angles, as they are usually written
+    if precision == "float32_tutorial":              # exp(2i * -log(base) / d) in float32, the PyTorch tutorial's form
+        div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(base) / d_model))
+        angle = torch.repeat_interleave((torch.arange(start, start + seq_len)[:, None] * div).double(), 2, dim=-1)
+    elif precision == "float32":                     # the student's float32 angles, as they are usually written
         p = torch.arange(start, start + seq_len, dtype=torch.float32)[:, None]
         angle = (p / base ** (torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)).double()
         angle = torch.repeat_interleave(angle, 2, dim=-1)
@@ -51,6 +54,7 @@ SINUSOID_VARIANTS = {
     "exponent_per_column": dict(exponent="column"),
     "positions_from_one": dict(start=1),
     "float32_angles": dict(precision="float32"),
+    "float32_tutorial_frequencies": dict(precision="float32_tutorial"),
     "frequencies_inverted": dict(invert=True),
 }
 
@@ -162,6 +166,8 @@ def relative_variants(q, k, offset_a, offset_b):
     out.update({name: both(rotation=how) for name, how in ROTATION_VARIANTS.items()})
     for name, kw in ROPE_TABLE_VARIANTS.items():
         out[name] = both(tables=lambda positions, head_dim, kw=kw: rope_cos_sin(positions, head_dim, **kw))
+    # indistinguishable here from rope_cos_sin_exchanged: Unambiguous then names neither
+    out["rope_returns_sin_cos"] = both(tables=lambda positions, head_dim: rope_cos_sin(positions, head_dim)[::-1])
     return out
 
 

@@ -69,7 +69,8 @@ def learned_module(max_len, d_model, weight=None, x=None, grad_out=None):
         with torch.no_grad():
             module.embedding.weight.copy_(weight)
         out = module(x)
-        (out * grad_out).sum().backward()
+        if out.requires_grad:           # otherwise nothing reached the table: its grad stays None
+            (out * grad_out).sum().backward()
         grad = module.embedding.weight.grad
         info["out"] = out.detach().clone()
         info["x_after"] = x

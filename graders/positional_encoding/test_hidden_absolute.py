@@ -6,8 +6,10 @@ trusted process). Module structure is judged from raw facts the probes return (n
 dtypes, devices after ``.to(...)``).
 """
 
+import contextlib
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,55 @@ import torch
 
 import pe_oracle as oracle
 import probes
-from course.grading.diagnose import explain
+from course.grading.diagnose import explain, record
+from course.grading.failures import SubmissionError
 from misconceptions import CATALOGUE
 from pe_oracle import randn
 
 REFERENCE_ATTENTION = Path(__file__).resolve().parents[2] / "solutions" / "attention" / "attention.py"
+
+
+@contextlib.contextmanager
+def expect_value_error(pattern, what, *, wrong_type=None, no_error=None):
+    """Like pytest.raises(ValueError, match=pattern) on the student's own message, recording the
+    exact fact behind a failure (another exception type, or none at all) as a diagnosis."""
+    try:
+        yield
+    except SubmissionError as error:        # the student's exception, as data: built-in type and message
+        if not isinstance(error, ValueError):
+            if wrong_type:
+                record([wrong_type], CATALOGUE, what)
+            raise AssertionError(f"expected a ValueError, got {error.remote_type}: {error.remote_message}") from None
+        if not re.search(pattern, error.remote_message):
+            raise AssertionError(f"the ValueError's message does not match {pattern}: {error.remote_message!r}") from None
+        return
+    if no_error:
+        record([no_error], CATALOGUE, what)
+    raise AssertionError("no ValueError was raised")
+
+
+def run_at_max_len(submission, probe, at_max_len, *args):
+    """submission.run, recording "max_len_off_by_one" when a sequence of exactly max_len is refused."""
+    try:
+        return submission.run(probe, *args)
+    except SubmissionError as error:
+        if at_max_len and isinstance(error, ValueError):
+            record(["max_len_off_by_one"], CATALOGUE, "a sequence exactly max_len long is accepted")
+        raise
+
+
+def buffer_facts(info, shape):
+    """Exact facts about where the table lives, from the module's returned structure."""
+    if any(s == shape for s, _ in info["parameters"].values()):
+        return ["table_is_a_parameter"]
+    names = [name for name, (s, _) in info["buffers"].items() if s == shape]
+    if not names:
+        return ["table_not_a_buffer"]
+    if names[0] not in info["state_dict"]:
+        return ["buffer_not_persistent"]
+    if info["buffers"][names[0]][1] != "torch.float32":
+        return ["wrong_dtype"]
+    return []
 
 
 # ------------------------------------------------------------------ 1.1 sinusoidal_encoding
@@ -38,6 +84,8 @@ SINUSOID_CASES = [
 @pytest.mark.parametrize("seq_len,d_model,base", [c[:3] for c in SINUSOID_CASES], ids=[c[3] for c in SINUSOID_CASES])
 def test_sinusoid_equals_formula(submission, seq_len, d_model, base):
     table = submission.call("positional_encoding.sinusoidal_encoding", seq_len, d_model, base=base)
+    if table.dtype != torch.float32:
+        record(["wrong_dtype"], CATALOGUE, "sinusoidal table: float32, the float64 formula to 1e-6")
     assert table.dtype == torch.float32, f"the table must be float32, got {table.dtype}"
     assert tuple(table.shape) == (seq_len, d_model), f"expected shape {(seq_len, d_model)}, got {tuple(table.shape)}"
     expected = oracle.sinusoid(seq_len, d_model, base)
@@ -55,7 +103,8 @@ def test_sinusoid_equals_formula(submission, seq_len, d_model, base):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("d_model", [7, 1], ids=["width 7", "width 1"])
 def test_sinusoid_refuses_odd_width(submission, d_model):
-    with pytest.raises(ValueError, match=rf"\b{d_model}\b"):
+    with expect_value_error(rf"\b{d_model}\b", "an odd width is refused with a ValueError naming it",
+                            no_error="odd_width_accepted"):
         submission.call("positional_encoding.sinusoidal_encoding", 10, d_model)
 
 
@@ -67,6 +116,8 @@ def test_sinusoid_refuses_odd_width(submission, d_model):
                          ids=["width 16, 2048 positions", "width 8, 40 positions, base 50"])
 def test_sinusoidal_module_keeps_its_table_in_a_buffer(submission, d_model, max_len, base):
     info = submission.run(probes.sinusoidal_module, d_model, max_len, base, torch.zeros(1, max_len, d_model))
+    record(buffer_facts(info, (max_len, d_model)), CATALOGUE,
+           "the table: one float32 buffer of shape (max_len, d_model), moved by .to(), saved in the state_dict")
     assert info["parameters"] == {}, f"the table is fixed: the module must have no parameters, found {info['parameters']}"
     tables = [name for name, (shape, _) in info["buffers"].items() if shape == (max_len, d_model)]
     assert len(tables) == 1, f"expected one buffer of shape {(max_len, d_model)}, found buffers {info['buffers']}"
@@ -90,7 +141,9 @@ def test_sinusoidal_module_keeps_its_table_in_a_buffer(submission, d_model, max_
 def test_sinusoidal_module_adds_the_table(submission, rng, seq):
     d_model, max_len = 12, 64
     x = randn(rng, 3, seq, d_model)
-    out = submission.run(probes.sinusoidal_forward, d_model, max_len, x)["out"]
+    out = run_at_max_len(submission, probes.sinusoidal_forward, seq == max_len, d_model, max_len, x)["out"]
+    if out.dtype != torch.float32:
+        record(["wrong_dtype"], CATALOGUE, "forward(x) = x + PE[:seq], float32 for float32 input")
     assert tuple(out.shape) == (3, seq, d_model) and out.dtype == torch.float32, \
         f"expected float32 of shape {(3, seq, d_model)}, got {out.dtype} {tuple(out.shape)}"
     expected = x.double() + oracle.sinusoid(seq, d_model)
@@ -105,6 +158,8 @@ def test_sinusoidal_module_adds_the_table(submission, rng, seq):
 def test_sinusoidal_module_leaves_its_input_unchanged_and_follows_its_device(submission, rng):
     x = randn(rng, 2, 9, 8)
     found = submission.run(probes.sinusoidal_forward, 8, 16, x)
+    if not torch.equal(found["x_after"], x):
+        record(["input_modified"], CATALOGUE, "forward leaves its input x unchanged")
     assert torch.equal(found["x_after"], x), "forward must not change its input x in place (x + PE, not x += PE)"
     device, shape = submission.run(probes.sinusoidal_on_meta, 8, 16, 2, 9)
     assert (device, shape) == ("meta", (2, 9, 8)), \
@@ -114,7 +169,8 @@ def test_sinusoidal_module_leaves_its_input_unchanged_and_follows_its_device(sub
 @pytest.mark.task("1.2")
 @pytest.mark.points(2)
 def test_sinusoidal_module_refuses_long_sequences(submission):
-    with pytest.raises(ValueError, match=r"(?s)(?=.*\b37\b)(?=.*\b32\b)"):
+    with expect_value_error(r"(?s)(?=.*\b37\b)(?=.*\b32\b)", "a sequence longer than max_len is refused with a "
+                            "ValueError naming both lengths", wrong_type="length_error_not_value_error"):
         submission.run(probes.sinusoidal_forward, 8, 32, torch.zeros(2, 37, 8))
 
 
@@ -124,6 +180,11 @@ def test_sinusoidal_module_refuses_long_sequences(submission):
 @pytest.mark.points(3)
 def test_learned_embedding_is_one_trainable_table(submission):
     info = submission.run(probes.learned_module, 50, 12)
+    what = "the module's only parameter: the trainable embedding.weight of an nn.Embedding(max_len, d_model)"
+    if info["embedding_type"] != "Embedding":
+        record(["embedding_not_nn_embedding"], CATALOGUE, what)
+    elif any(trainable is False for _, trainable in info["parameters"].values()):
+        record(["embedding_not_trained"], CATALOGUE, what)
     assert info["embedding_type"] == "Embedding", f"the attribute `embedding` must be an nn.Embedding, found {info['embedding_type']}"
     assert info["embedding_shape"] == (50, 12), f"embedding should be nn.Embedding(max_len=50, d_model=12), found {info['embedding_shape']}"
     assert info["parameters"] == {"embedding.weight": ((50, 12), True)}, \
@@ -141,7 +202,7 @@ def test_learned_embedding_adds_rows_and_trains_them(submission, rng, seq):
     weight = randn(rng, max_len, d_model)
     x = randn(rng, batch, seq, d_model)
     grad_out = randn(rng, batch, seq, d_model)
-    info = submission.run(probes.learned_module, max_len, d_model, weight, x, grad_out)
+    info = run_at_max_len(submission, probes.learned_module, seq == max_len, max_len, d_model, weight, x, grad_out)
     variants = {"learned_positions_from_one": lambda: x + weight[torch.arange(1, seq + 1).clamp(max=max_len - 1)]}
     with explain(info["out"], x + weight[:seq], CATALOGUE, variants=oracle.Unambiguous(variants, x + weight[:seq]),
                  what="forward(x) = x + embedding.weight[p] for positions p = 0 .. seq - 1"):
@@ -149,6 +210,8 @@ def test_learned_embedding_adds_rows_and_trains_them(submission, rng, seq):
                                    msg=lambda m: "position p must add row p of embedding.weight\n" + m)
     expected_grad = torch.zeros(max_len, d_model)
     expected_grad[:seq] = grad_out.sum(0)
+    if info["grad"] is None or not bool(info["grad"].any()):
+        record(["embedding_not_trained"], CATALOGUE, "the gradient of the output reaches embedding.weight, row p for position p")
     assert info["grad"] is not None, "no gradient reached embedding.weight"
     torch.testing.assert_close(info["grad"], expected_grad, msg=lambda m: "gradient of embedding.weight\n" + m)
 
@@ -158,6 +221,8 @@ def test_learned_embedding_adds_rows_and_trains_them(submission, rng, seq):
 def test_learned_embedding_leaves_its_input_unchanged(submission, rng):
     weight, x = randn(rng, 10, 4), randn(rng, 2, 6, 4)
     info = submission.run(probes.learned_module, 10, 4, weight, x, torch.ones(2, 6, 4))
+    if not torch.equal(info["x_after"], x):
+        record(["input_modified"], CATALOGUE, "forward leaves its input x unchanged")
     assert torch.equal(info["x_after"], x), "forward must not change its input x in place (x + E, not x += E)"
     oracle.close(info["out"], x + weight[:6], "forward(x) (after checking x came back unchanged)")
 
@@ -170,6 +235,8 @@ def test_learned_embedding_builds_positions_on_its_inputs_device(submission):
     found = submission.run(probes.learned_on_meta, 10, 4, 2, 6)
     assert found["out"] == ("meta", (2, 6, 4)), f"the module on meta should give a meta (2, 6, 4) result, got {found['out']}"
     mixed = oracle.mixed_device_ops(found["ops"])
+    if mixed:
+        record(["positions_on_default_device"], CATALOGUE, "forward builds its positions on the input's device")
     assert not mixed, (f"{', '.join(sorted(set(mixed)))} received tensors on two devices: make the positions on "
                        "the input's device (torch.arange(seq, device=x.device))")
 
@@ -177,7 +244,8 @@ def test_learned_embedding_builds_positions_on_its_inputs_device(submission):
 @pytest.mark.task("1.3")
 @pytest.mark.points(2)
 def test_learned_embedding_refuses_long_sequences(submission):
-    with pytest.raises(ValueError, match=r"(?s)(?=.*\b21\b)(?=.*\b16\b)"):
+    with expect_value_error(r"(?s)(?=.*\b21\b)(?=.*\b16\b)", "a sequence longer than max_len is refused with a "
+                            "ValueError naming both lengths", wrong_type="length_error_not_value_error"):
         submission.run(probes.learned_forward, 16, 4, torch.zeros(1, 21, 4))
 
 

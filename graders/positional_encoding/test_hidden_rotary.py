@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pe_oracle as oracle
-from course.grading.diagnose import explain
+from course.grading.diagnose import explain, record
 from misconceptions import CATALOGUE
 from pe_oracle import TOL, llama_cos_sin, llama_rotate, randn
 
@@ -30,6 +30,8 @@ def check_tables(cos, sin, expected_cos, expected_sin, variants, what, atol):
 
 
 def check_table_format(cos, sin, seq_len, head_dim):
+    if cos.dtype != torch.float32 or sin.dtype != torch.float32:
+        record(["wrong_dtype"], CATALOGUE, "cos and sin: float32 tables of shape (seq, head_dim)")
     assert cos.dtype == torch.float32 and sin.dtype == torch.float32, f"cos/sin must be float32, got {cos.dtype}/{sin.dtype}"
     assert tuple(cos.shape) == (seq_len, head_dim) and tuple(sin.shape) == (seq_len, head_dim), \
         f"cos and sin must have shape {(seq_len, head_dim)}, got {tuple(cos.shape)} and {tuple(sin.shape)}"
@@ -97,10 +99,13 @@ def test_rope_tables_at_far_positions_equal_the_float64_formula(submission, rng,
 def test_rope_tables_refuse_bad_arguments(submission):
     with pytest.raises(ValueError, match=r"\b7\b"):
         submission.call("positional_encoding.rope_cos_sin", 4, 7)
-    with pytest.raises(ValueError):
-        submission.call("positional_encoding.rope_cos_sin", 4, 8, positions=torch.arange(5))
-    with pytest.raises(ValueError):
-        submission.call("positional_encoding.rope_cos_sin", 4, 8, positions=torch.arange(4)[None])
+    for positions in (torch.arange(5), torch.arange(4)[None]):
+        try:
+            submission.call("positional_encoding.rope_cos_sin", 4, 8, positions=positions)
+        except ValueError:
+            continue
+        record(["positions_shape_not_checked"], CATALOGUE, "positions of another shape than (seq,) are refused")
+        raise AssertionError(f"positions of shape {tuple(positions.shape)} for seq_len=4 should raise ValueError")
 
 
 # ------------------------------------------------------------------ 2.2 apply_rope
@@ -124,6 +129,8 @@ def test_apply_rope_equals_llama(submission, rng, shape, dtype):
     cos, sin = llama_cos_sin(positions, head_dim, 10000.0)
     x = randn(rng, *shape, dtype=torch.float64).to(dtype)
     out = submission.call("positional_encoding.apply_rope", x, cos, sin)
+    if out.dtype != dtype:
+        record(["wrong_dtype"], CATALOGUE, "apply_rope keeps x's dtype (cos and sin converted to it)")
     assert out.dtype == dtype and tuple(out.shape) == shape, f"expected {dtype} of shape {shape}, got {out.dtype} {tuple(out.shape)}"
     expected = llama_rotate(x, cos, sin)
     with explain(out, expected, CATALOGUE, variants=oracle.Unambiguous(oracle.rotation_variants(x, cos, sin), expected),
