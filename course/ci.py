@@ -13,6 +13,7 @@ workflow templates (``check.yml``, ``grade.yml``); see ``docs/ci.md`` for the th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
     """
     course.assignment(slug)
     submission = Path(submission)
+    _refuse_links(submission)
     if not submission.is_dir():
         raise CourseError(f"--submission {submission}: no such folder")
     hidden = course.paths.graders / slug
@@ -68,7 +70,8 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
     with tempfile.TemporaryDirectory(prefix="course-ci-") as tmp:
         stage = Path(tmp) / "submission"
         stage.mkdir()
-        collect_mod.copy_folder(submission, stage, f"--submission {submission}")
+        # the student's files as data: a link, fifo or device anywhere below is refused, never followed
+        collect_mod.copy_folder(submission, stage, f"--submission {submission}", strict=True)
         root = collect_mod._descend(stage, slug)
         executor = LocalExecutor(1, backend=backend, require_isolation=require_isolation)
         try:
@@ -97,6 +100,29 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
             fh.write(summary + "\n")
     prefix = _join(_repo_prefix(submission), inside)
     return CIReport(graded, files, report.github_annotations(graded, prefix), fail_under, note)
+
+
+def _refuse_links(submission: Path) -> None:
+    """The assignment folder of a pull request must be the student's own: not a symbolic link (into
+    the instructor's checkout, say), nor below one, from the checkout's root (or the current folder)."""
+    path = Path(os.path.abspath(submission))
+    stop = _checkout_root(path)
+    for part in (path, *path.parents):
+        if part == stop or part == part.parent:
+            break
+        if part.is_symlink():
+            raise CourseError(f"--submission {submission}: {part} is a symbolic link; a submission is graded only "
+                              "from the student's own files (links are never followed)")
+        if part.exists() and not part.is_dir():
+            raise CourseError(f"--submission {submission}: {part} is not a folder")
+
+
+def _checkout_root(path: Path) -> Path:
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            return parent
+    cwd = Path(os.path.abspath(Path.cwd()))
+    return cwd if cwd in path.parents else path.parent
 
 
 def _lateness(course: Course, student: str, slug: str, submitted_at: str | None) -> tuple[float, dt.datetime | None]:

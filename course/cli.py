@@ -1,7 +1,8 @@
 """The ``course`` command: click commands only. Parse, call :mod:`course.api`, print. No logic.
 
 Exit codes: 0 success; 1 a check/validation did not pass (or ``--fail-under`` not met);
-2 bad input (course.yml, arguments, a submission source); 3 grading infrastructure failed.
+2 bad input (course.yml, arguments, a submission source); 3 grading infrastructure failed;
+4 an internal error (a bug in course: never a grade).
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from course import api
 from course.errors import CourseError
+from course.grading.results import shorten
+from course.textsafe import term
 
+EXIT_INTERNAL = 4
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -37,8 +42,16 @@ class CourseGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CourseError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {term(exc)}", markup=True, highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:   # a bug of course itself: never to be read as "graded" or "bad input"
+            import traceback
+            err_console.print(f"[bold red]internal error (a bug in course, please report it):[/] "
+                              f"{term(type(exc).__name__)}: {term(exc)}", soft_wrap=True)
+            err_console.print(term("".join(traceback.format_exception(exc))[-4000:]), soft_wrap=True)
+            ctx.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=CourseGroup)
@@ -69,9 +82,11 @@ def check(slug: str, tasks: tuple[str, ...], keyword: str | None, submission: Pa
     for col in ("task", "passed", "points", "first failure"):
         table.add_column(col, overflow="fold")
     for row in rep.rows:
-        table.add_row(row["task"], f"{row['passed']}/{row['tests']}",
-                      f"{row['points']:.2f}/{row['max_points']:.2f}", row["first_failure"][:200])
+        table.add_row(term(row["task"]), f"{row['passed']}/{row['tests']}",
+                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(shorten(row["first_failure"], 240)))
     console.print(table)
+    for note in rep.notes:
+        err_console.print(f"[yellow]note:[/] {term(note)}", soft_wrap=True)
     if not rep.results:
         err_console.print("no tests ran (check the --task / -k selection)")
     sys.exit(0 if rep.passed else 1)
@@ -97,23 +112,43 @@ def release(slugs: tuple[str, ...], out: Path | None, course_file: Path | None) 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--assignment", "slug", required=True, help="The assignment these submissions are for.")
+@click.option("--from", "lms", type=click.Choice(["auto", "dirs", "git", "canvas", "moodle", "gradescope",
+                                                  "github-classroom"]), default="auto", show_default=True,
+              help="What SOURCE is: an LMS's export (its own times), a folder or zip per student, or git repositories.")
 @click.option("--student", default=None, help="SOURCE is one student's folder, zip or git repository: their id.")
 @click.option("--submitted-at", default=None, metavar="ISO8601",
-              help="Submission time with time zone (default: the commit time for git, else now).")
+              help="The instructor's submission time (with time zone) for everything collected; recorded as such.")
 @click.option("--ref", default="HEAD", help="Git branch, tag or commit to collect (git repositories only).")
+@click.option("--worksheet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Moodle: the grading worksheet CSV (its 'Last modified (submission)' gives each time).")
+@click.option("--timezone", default=None, metavar="TZ", help="Moodle: the site's time zone, e.g. Europe/Berlin.")
+@click.option("--date-format", default=None, metavar="STRPTIME",
+              help="Moodle: the worksheet's date format when not English (e.g. '%d.%m.%Y, %H:%M').")
+@click.option("--times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Canvas: the submission times saved by `course lms fetch canvas`.")
+@click.option("--classroom-roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="GitHub Classroom: classroom_roster.csv (identifier, github_username, ...).")
+@click.option("--push-times", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="GitHub Classroom: CSV github_username,commit,pushed_at (the host's push times).")
 @COURSE_OPTION
-def collect(source: Path, slug: str, student: str | None, submitted_at: str | None, ref: str,
-            course_file: Path | None) -> None:
-    """Collect submissions (folders, zips, git repositories) into submitted/ (append-only)."""
+def collect(source: Path, slug: str, lms: str, student: str | None, submitted_at: str | None, ref: str,
+            worksheet: Path | None, timezone: str | None, date_format: str | None, times: Path | None,
+            classroom_roster: Path | None, push_times: Path | None, course_file: Path | None) -> None:
+    """Collect submissions (LMS exports, folders, zips, git repositories) into submitted/ (append-only)."""
+    from rich.markup import escape
     course = _course(course_file)
-    rep = api.collect(course, source, slug, student=student, submitted_at=submitted_at, ref=ref)
+    rep = api.collect(course, source, slug, student=student, submitted_at=submitted_at, ref=ref, lms=lms,
+                      worksheet=worksheet, times=times, timezone=timezone, date_format=date_format,
+                      classroom_roster=classroom_roster, push_times=push_times)
+    for note in rep.notes:
+        err_console.print(f"note: {escape(note)}")
     table = Table(title=f"collect {slug}")
-    for col in ("student", "status", "attempt", "message"):
+    for col in ("student", "status", "attempt", "time from", "message"):
         table.add_column(col, overflow="fold")
     for item in rep.items:
-        style = {"error": "red", "unchanged": "dim"}.get(item.status, "")
-        table.add_row(item.student, f"[{style}]{item.status}[/]" if style else item.status,
-                      str(item.attempt or ""), item.message)
+        style = {"error": "red", "unchanged": "dim"}.get(item.status, "yellow" if item.notes else "")
+        table.add_row(term(item.student), f"[{style}]{item.status}[/]" if style else item.status,
+                      str(item.attempt or ""), term(item.time_source or ""), term(item.message))
     console.print(table)
     if rep.errors:
         err_console.print(f"{len(rep.errors)} submission(s) could not be collected (see above)")
@@ -143,29 +178,37 @@ def collect(source: Path, slug: str, student: str | None, submitted_at: str | No
 def grade(slugs, students, jobs, backend, force, only_pending, device, require_isolation, executor, scheduler,
           graders, course_file) -> None:
     """Grade every latest attempt with the hidden tests plus the instructor's public tests."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
     course = _course(course_file, graders)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, auto_refresh=False, transient=False)
-    state = {"task": None}
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=12),
+                        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=err_console, transient=False, refresh_per_second=4)
+    state: dict = {"task": None, "running": {}, "todo": 0}
 
     def on_plan(todo: int, skipped: int) -> None:
         if skipped:
             err_console.print(f"{skipped} submission(s) already graded with the current graders (use --force to redo)")
+        state["todo"] = todo
         if todo:
             progress.start()
-            state["task"] = progress.add_task("grading", total=todo)
-            progress.refresh()
+            state["task"] = progress.add_task(f"{todo} submission(s) to grade", total=todo)
+
+    def on_phase(text: str) -> None:
+        if state["task"] is not None:
+            progress.update(state["task"], description=term(text) if text != "grading" else
+                            f"grading {state['todo']} submission(s)")
 
     def on_start(job) -> None:
-        progress.update(state["task"], description=f"grading {job.key}")
-        progress.refresh()
+        state["running"][job.key] = progress.add_task(f"  {term(job.key)}", total=None)
 
     def on_done(row) -> None:
+        key = f"{row.student}/{row.slug}"
+        if key in state["running"]:
+            progress.remove_task(state["running"].pop(key))
         progress.advance(state["task"])
         if row.status == "error":
-            progress.console.print(f"[red]could not grade {row.student}/{row.slug}:[/] {row.message[:300]}")
-        progress.refresh()
+            progress.console.print(f"[red]could not grade {term(row.student)}/{row.slug}:[/] {term(row.message, 300)}")
 
     def show_dashboard(ex) -> None:
         if getattr(ex, "dashboard_link", None):
@@ -175,19 +218,16 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
         rep = api.grade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
                         only_pending=only_pending, device=device, require_isolation=require_isolation,
                         executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done,
-                        on_executor=show_dashboard)
+                        on_executor=show_dashboard, on_phase=on_phase)
     finally:
         progress.stop()
     if rep.isolation_note:
-        err_console.print(f"[yellow]warning:[/] {rep.isolation_note}")
-    table = Table(title=f"grades ({rep.executor} executor, {rep.wall_seconds:.1f} s)")
-    for col in ("student", "assignment", "attempt", "status", "points", "pending", "isolation", "seconds"):
-        table.add_column(col)
-    for r in sorted(rep.rows, key=lambda r: (r.slug, r.student)):
-        table.add_row(r.student, r.slug, str(r.attempt), r.status,
-                      f"{r.points:.2f}/{r.max_points:.2f}" if r.status != "error" else "-",
-                      str(r.pending or ""), r.isolation or "", f"{r.seconds:.1f}")
-    console.print(table)
+        err_console.print(f"[yellow]warning:[/] {term(rep.isolation_note)}", soft_wrap=True)
+    console.print(grade_table(rep.rows, f"{len(rep.rows)} submission(s) in {rep.wall_seconds:.0f} s"))
+    isolations = sorted({r.isolation for r in rep.rows if r.isolation})
+    footer = [f"graded {rep.where}" if rep.where else "", f"isolation: {', '.join(isolations)}" if isolations else "",
+              "score: after the late penalty (raw: before it); (n GPU): tests pending a GPU"]
+    console.print("\n".join(x for x in footer if x))
     if rep.cluster and rep.cluster.get("workers"):
         workers = Table(title="workers")
         for col in ("worker", "graded", "errors", "seconds"):
@@ -202,26 +242,114 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
         sys.exit(3)
 
 
+def _student_status(course, student: str, slugs: tuple[str, ...]) -> None:
+    rows = api.student_status(course, student, slugs or None)
+    table = Table(title=f"{term(student)}: {course.name}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for col in ("assignment", "status", "attempt", "submitted", "late h", "score", "raw"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        score = f"{_points(r.final)}/{_points(r.max_points)}" if r.final is not None else "-"
+        status = r.status + (f" ({r.pending} GPU)" if r.pending else "")
+        when = (r.submitted_at or "")[:16].replace("T", " ")
+        table.add_row(r.slug, status, str(r.attempt or ""), term(when),
+                      f"{r.late_hours:g}" if r.late_hours else "", score, _points(r.raw) if r.raw is not None else "")
+    console.print(table)
+    for r in rows:
+        if r.needs_manual:
+            console.print(f"{r.slug}: needs manual grading: {term(', '.join(r.needs_manual))}", soft_wrap=True)
+        if r.problem:
+            console.print(f"{r.slug}: {term(r.problem)}", soft_wrap=True)
+        if r.time_source:
+            console.print(f"{r.slug}: submission time from {term(r.time_source)}", soft_wrap=True)
+        if r.environment:
+            console.print(f"{r.slug}: graded with {term(r.environment)}", soft_wrap=True)
+
+
+def _points(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def grade_table(rows, title: str) -> Table:
+    """Final points (late penalty applied, as feedback and exports show them); fits 80 columns."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    table.add_column("student", overflow="fold", max_width=24)
+    table.add_column("assignment", overflow="fold", max_width=20)
+    table.add_column("score", no_wrap=True, justify="right")
+    table.add_column("raw", no_wrap=True, justify="right")
+    table.add_column("status", overflow="fold", max_width=18)
+    table.add_column("s", no_wrap=True, justify="right")
+    for r in sorted(rows, key=lambda r: (r.slug, r.student)):
+        if r.status == "error":
+            score, raw = "-", "-"
+        else:
+            final = r.final if r.final is not None else None
+            score = f"{_points(final)}/{_points(r.max_points)}" if final is not None else "-"
+            raw = _points(r.points) if final is None or abs(final - r.points) > 1e-9 else ""
+        status = {"skipped": "already graded"}.get(r.status, r.status) + (f" ({r.pending} GPU)" if r.pending else "")
+        table.add_row(term(r.student), r.slug, score, raw, status, f"{r.seconds:.0f}")
+    return table
+
+
 @main.command()
+@click.argument("slugs", nargs=-1)
+@click.option("--student", default=None, help="One student's view: each assignment's attempt, time, score and problems.")
+@click.option("--misconceptions", "misconception_slug", default=None, metavar="SLUG",
+              help="How many students hit each known misconception of SLUG's hidden tests (what to re-teach).")
 @COURSE_OPTION
-def status(course_file: Path | None) -> None:
+def status(slugs: tuple[str, ...], student: str | None, misconception_slug: str | None,
+           course_file: Path | None) -> None:
     """What is collected, graded, pending and failed, per assignment (and the extensions)."""
     course = _course(course_file)
-    rows, extensions = api.status(course)
-    table = Table(title=course.name)
-    for col in ("assignment", "collected", "graded", "stale", "not graded", "pending (GPU)", "failed",
-                "needs manual", "mean points"):
-        table.add_column(col)
+    if misconception_slug:
+        rows, graded = api.misconceptions(course, misconception_slug)
+        table = Table(title=f"{misconception_slug}: misconceptions in {graded} graded submission(s)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+        for col in ("misconception", "students", "tasks", "what it is"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(term(r.name), str(r.students), term(", ".join(r.tasks)), term(r.text, 300))
+        console.print(table)
+        if not rows:
+            console.print("no failed test matched a known misconception")
+        return
+    if student:
+        _student_status(course, student, slugs)
+        return
+    rows, extensions = api.status(course, slugs or None)
+    table = Table(title=course.name, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for col in ("assignment", "collected", "graded", "stale", "to grade", "GPU", "errors", "import", "manual",
+                "mean"):
+        table.add_column(col, no_wrap=col != "assignment", overflow="fold", min_width=min(len(col), 10))
     for r in rows:
         table.add_row(r.slug, str(r.collected), str(r.graded), str(r.stale), str(r.not_graded), str(r.pending),
-                      str(r.failed), str(r.needs_manual), "-" if r.mean_score is None else f"{r.mean_score:.2f}")
+                      str(r.failed), str(r.import_failed), str(r.needs_manual),
+                      "-" if r.mean_score is None else f"{r.mean_score:.2f}")
     console.print(table)
+    console.print("stale: graded by older graders (course grade re-grades); GPU: GPU tests pending; errors: the "
+                  "grader could not run (retried next run); import: a student's module could not be imported; "
+                  "manual: written parts to grade; mean: raw points")
+    for r in rows:
+        if r.environments:
+            console.print(f"{r.slug}: graded with " + "; ".join(f"{term(e)} ({n})" for e, n in r.environments.items()),
+                          soft_wrap=True)
+        for conflict in r.env_conflicts:
+            err_console.print(f"[yellow]warning:[/] {r.slug}: {term(conflict)}", soft_wrap=True)
+    if any(r.time_sources for r in rows):
+        times = Table(title="submission times come from (submitted_at_source)")
+        for col in ("assignment", "sources", "late, time unknown"):
+            times.add_column(col)
+        for r in rows:
+            if r.time_sources:
+                times.add_row(r.slug, ", ".join(f"{k} {v}" for k, v in r.time_sources.items()), str(r.time_unknown or ""))
+        console.print(times)
     if extensions:
         ext = Table(title="extensions (extensions.yml)")
         for col in ("student", "assignment", "due", "reason"):
             ext.add_column(col)
         for e in extensions:
-            ext.add_row(e.student, e.assignment, e.due.isoformat(), e.reason)
+            ext.add_row(term(e.student), e.assignment, e.due.isoformat(), term(e.reason))
         console.print(ext)
 
 
@@ -239,18 +367,25 @@ def feedback(slugs, students, out, course_file) -> None:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "gradescope", "junit"]), required=True,
-              help="csv: one row per student; gradescope: results.json per submission; junit: JUnit XML.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "canvas", "moodle", "gradescope-csv", "gradescope", "junit"]),
+              required=True, help="csv: one row per student; canvas: Canvas's gradebook import; moodle: the grading "
+              "worksheet and a feedback-files zip; gradescope-csv: scores per assignment; gradescope: results.json "
+              "per submission; junit: JUnit XML.")
+@click.option("--worksheet", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="moodle: the worksheet to fill (default: the one collect --from moodle read).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="File or folder to write (default: course.yml paths.exports).")
 @click.option("--assignment", "slugs", multiple=True, help="Only this assignment (repeatable).")
 @COURSE_OPTION
-def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path | None) -> None:
-    """Export grades (late penalties applied) as CSV, Gradescope results.json or JUnit XML."""
+def export(fmt: str, worksheet: Path | None, out: Path | None, slugs: tuple[str, ...], course_file: Path | None) -> None:
+    """Export grades (late penalties applied) for an LMS, as CSV, Gradescope results.json or JUnit XML."""
+    from rich.markup import escape
     course = _course(course_file)
-    written = api.export(course, fmt, out, slugs or None)
+    written = api.export(course, fmt, out, slugs or None, worksheet=worksheet)
+    for warning in api.export_warnings(course, fmt, slugs or None):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     for path in written[:10]:
-        console.print(str(path))
+        console.print(term(path))
     if len(written) > 10:
         console.print(f"... and {len(written) - 10} more")
 
@@ -261,9 +396,13 @@ def export(fmt: str, out: Path | None, slugs: tuple[str, ...], course_file: Path
               help="Grade the solution and the stub in parallel.")
 @click.option("--graders", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding graders/<slug> (default: course.yml paths.graders).")
+@click.option("--seeds", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Also grade the solution and the stub under N secret seeds and flag tests whose outcome changes.")
 @COURSE_OPTION
-def validate(slugs, jobs, graders, course_file) -> None:
+def validate(slugs, jobs, graders, seeds, course_file) -> None:
     """Check each assignment: solution full marks, stub 0, stubs in sync, points add up, no leak."""
+    if seeds == 1:
+        raise click.BadParameter("at least 2 seeds are needed to see an outcome change", param_hint="--seeds")
     course = _course(course_file, graders)
     reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(m))
     failed = False
@@ -276,10 +415,109 @@ def validate(slugs, jobs, graders, course_file) -> None:
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for name, ok, detail in rep.checks:
-            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", term(detail))
         console.print(table)
         failed |= not rep.ok
+    if seeds:
+        failed |= not _validate_seeds(course, slugs, seeds, jobs)
     sys.exit(1 if failed else 0)
+
+
+def _validate_seeds(course, slugs, n: int, jobs: int) -> bool:
+    import secrets
+    from rich.markup import escape
+    reports = api.validate_seeds(course, slugs or None, [secrets.randbits(62) for _ in range(n)], jobs=jobs,
+                                 on_progress=lambda m: err_console.print(escape(m)))
+    for rep in reports:
+        table = Table(title=f"validate {rep.slug} under {len(rep.seeds)} seeds: {rep.tests} test outcome(s) compared, "
+                            f"{len(rep.flaky)} flaky ({rep.seconds:.0f} s)")
+        for col in ("test", "graded on", "task", "outcomes"):
+            table.add_column(col, overflow="fold")
+        for f in rep.flaky:
+            table.add_row(escape(f.name), f.variant, escape(str(f.task)),
+                          escape(f.summary + "; seeds " + ", ".join(f"{s:#x}={o}" for s, o in f.outcomes.items())))
+        for message in rep.errors:
+            table.add_row("[red]could not grade[/]", "", "", escape(message))
+        console.print(table)
+        if rep.flaky:
+            err_console.print(f"[red]{len(rep.flaky)} flaky test(s) in {rep.slug}:[/] the same code got different "
+                              "outcomes under different seeds (a grading bug: fix the test's tolerance or inputs)")
+    return all(rep.ok for rep in reports)
+
+
+# ------------------------------------------------------------------ roster and LMS (course/roster.py, course/lms/)
+
+@main.group()
+def roster() -> None:
+    """roster.csv: the course's students and their LMS keys."""
+
+
+@roster.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "lms", type=click.Choice(["canvas", "moodle", "gradescope", "github-classroom"]), required=True,
+              help="Which LMS's roster or gradebook export FILE is.")
+@COURSE_OPTION
+def roster_import(file: Path, lms: str, course_file: Path | None) -> None:
+    """Build or update roster.csv from an LMS's export (ids stay stable; who was added, changed, dropped)."""
+    from rich.markup import escape
+    course = _course(course_file)
+    rep = api.roster_import(course, file, lms)
+    console.print(f"{course.paths.roster}: {len(rep.added)} added, {len(rep.changed)} changed, "
+                  f"{len(rep.dropped)} dropped, {rep.unchanged} unchanged")
+    for sid in rep.added:
+        console.print(f"  added   {escape(sid)}")
+    for sid, what in rep.changed:
+        console.print(f"  changed {escape(sid)} ({escape(what)})")
+    for sid in rep.dropped:
+        console.print(f"  dropped {escape(sid)} (kept as status 'dropped')")
+
+
+@roster.command("check")
+@COURSE_OPTION
+def roster_check(course_file: Path | None) -> None:
+    """Students with no submission, submissions of students not on the roster, duplicate LMS keys (exit 1 if any)."""
+    from rich.markup import escape
+    rep = api.roster_check(_course(course_file))
+    for slug, ids in rep.missing.items():
+        if ids:
+            console.print(f"{slug}: no submission from {len(ids)}: {escape(', '.join(ids))}")
+    for slug, ids in rep.unknown.items():
+        if ids:
+            console.print(f"{slug}: submissions of students not on the roster: {escape(', '.join(ids))}")
+    for kind, value, ids in rep.duplicates:
+        console.print(f"duplicate {kind} {escape(value)!r}: {escape(', '.join(ids))}")
+    if rep.ok:
+        console.print("roster and submissions agree")
+    sys.exit(0 if rep.ok else 1)
+
+
+@main.group()
+def lms() -> None:
+    """Talk to an LMS's API (Canvas)."""
+
+
+@lms.command("fetch")
+@click.argument("which", type=click.Choice(["canvas"]))
+@click.option("--url", required=True, help="The Canvas site, e.g. https://canvas.example.edu.")
+@click.option("--course-id", type=int, required=True, help="Canvas's course id (in the course's URL).")
+@click.option("--canvas-assignment", "assignment_id", type=int, required=True,
+              help="Canvas's assignment id (in the assignment's URL).")
+@click.option("--token-env", default="CANVAS_TOKEN", show_default=True,
+              help="The environment variable holding the API token (never pass a token on the command line).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to save the submission times (JSON) for `course collect --from canvas --times`.")
+@COURSE_OPTION
+def lms_fetch(which: str, url: str, course_id: int, assignment_id: int, token_env: str, out: Path,
+              course_file: Path | None) -> None:
+    """Save Canvas's record of each submission (time, late flag, attempt) with canvasapi."""
+    import os
+    from course.errors import CourseError as _CourseError
+    token = os.environ.get(token_env)
+    if not token:
+        raise _CourseError(f"${token_env} is not set: put the Canvas API token there")
+    data = api.lms_fetch_canvas(_course(course_file), url=url, token=token, course_id=course_id,
+                                assignment_id=assignment_id, out=out)
+    console.print(f"{out}: {len(data['submissions'])} submission record(s), {len(data['students'])} student(s)")
 
 
 # ------------------------------------------------------------------ CI and Gradescope (course/ci.py, course/gradescope.py)
@@ -378,7 +616,7 @@ def notebooks() -> None:
 def notebooks_stage(slug: str, nbgrader_root: Path, nbgrader_assignment: str | None, course_file: Path | None) -> None:
     """Put the latest submitted notebooks of SLUG into nbgrader for manual grading (no student code runs)."""
     staged = api.stage_formgrader(_course(course_file), slug, nbgrader_root, nbgrader_assignment)
-    console.print(f"staged {len(staged)} notebook(s) for the formgrader: {', '.join(staged)}")
+    console.print(f"staged {len(staged)} notebook(s) for the formgrader: {term(', '.join(staged))}")
 
 
 @notebooks.command("import-manual")
@@ -407,6 +645,66 @@ def models_prepare(cache: Path | None) -> None:
     from course import models as models_mod
     folder = models_mod.prepare_smollm2(cache or Path.home() / ".cache" / "course" / "models")
     console.print(f"SmolLM2-135M-Instruct: {folder}")
+
+
+# ------------------------------------------------------------------ see the class (course/insight/)
+
+@main.command("report")
+@click.argument("slugs", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write index.html and SLUG.html into (default: report/ beside the feedback folder).")
+@click.option("--open", "open_", is_flag=True, help="Open the course page in a web browser afterwards.")
+@click.option("--terminal", is_flag=True, help="Print a compact summary here instead of writing the pages.")
+@COURSE_OPTION
+def report_command(slugs, out, open_, terminal, course_file) -> None:
+    """The class report: scores, tasks, tests, test health, lateness and grading cost, as HTML with plots."""
+    course = _course(course_file)
+    if terminal:
+        from course.insight import terminal as terminal_mod
+        for part in terminal_mod.render(api.class_summary(course, slugs or None)):
+            console.print(part)
+        return
+    summary, written = api.class_report(course, slugs or None, out)
+    flagged = sum(len(a.flagged) for a in summary.assignments)
+    console.print(f"wrote {len(written)} page(s): {written[0]}")
+    if flagged:
+        console.print(f"[bold red]{flagged} test(s) to check[/] (see Test health on the assignment pages)")
+    if open_:
+        click.launch(str(written[0]))
+
+
+@main.command("similarity")
+@click.argument("slug")
+@click.option("--threshold", type=float, default=None, metavar="T",
+              help="List pairs whose score (share of code in matching passages) is at least T, 0-1 (default 0.7).")
+@click.option("--against", "against", multiple=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Also compare with this folder: one source per subfolder (an earlier term), or one source "
+                   "if it holds code itself (a cloned repository). Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for index.html and the side-by-side pages (default: report/similarity/SLUG).")
+@click.option("--open", "open_", is_flag=True, help="Open the index page in a web browser afterwards.")
+@COURSE_OPTION
+def similarity_command(slug, threshold, against, out, open_, course_file) -> None:
+    """Code similarity across SLUG's class, with the reference solution and earlier terms (winnowing)."""
+    from rich.markup import escape
+    course = _course(course_file)
+    rep = api.similarity(course, slug, threshold=threshold, against=against, out=out)
+    from course.insight.similarity import VERDICT_NOTE
+    table = Table(title=f"{slug}: pairs at or above {rep.threshold:g} ({rep.seconds:.1f} s)")
+    for col in ("score", "first", "second", "shares"):
+        table.add_column(col, overflow="fold")
+    name = rep.label
+    for p in rep.flagged:
+        table.add_row(f"{p.score:.0%}", escape(name(p.a)), escape(name(p.b)), f"{p.share_a:.0%} / {p.share_b:.0%}")
+    console.print(table)
+    for group in (g for g in rep.clusters if len(g) > 2):
+        console.print("group: " + escape(", ".join(name(k) for k in group)))
+    for who, note in rep.notes:
+        err_console.print(f"note: {escape(who)}: {escape(note)}")
+    console.print(f"[yellow]{VERDICT_NOTE}[/]")
+    console.print(f"wrote {rep.written[0]}")
+    if open_:
+        click.launch(str(rep.written[0]))
 
 
 if __name__ == "__main__":

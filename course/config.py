@@ -37,6 +37,9 @@ class Limits:
     open_files: int = 256               # RLIMIT_NOFILE
     reply_bytes: int = 256 * 2**20      # largest reply accepted from the worker
     threads: int = 1                    # torch threads in the worker
+    import_timeout: float = 30.0        # wall budget for importing one of the submission's modules
+    timeout_factor: float = 10.0        # a test's limit: max(factor x the solution's time, floor), ...
+    timeout_floor: float = 10.0         # ... at most call_timeout (or the test's own timeout mark)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Assignment:
     points: float = 100.0
     needs_gpu: bool = False
     limits: Limits = field(default_factory=Limits)
+    canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
+    requires: tuple[str, ...] = ()      # what its student kit needs beyond torch (pip requirements)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Paths:
     assignments: Path
     solutions: Path
     graders: Path
+    roster: Path | None = None          # roster.csv: the course's students and their LMS keys
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class Course:
     assignments: tuple[Assignment, ...]
     extensions: tuple[Extension, ...] = ()
     executor: Executor = field(default_factory=Executor)
+    missing: str = "zero"               # a roster student with no submission after the due date: zero | blank
 
     @property
     def slugs(self) -> list[str]:
@@ -178,7 +185,9 @@ def parse_datetime(value: Any, key: str, ctx: _Ctx) -> dt.datetime:
         except ValueError:
             raise ctx.fail(key, value, "is not an ISO 8601 date") from None
     if when.tzinfo is None:
-        raise ctx.fail(key, value, "has no time zone (write e.g. 2026-10-01T23:59:00+00:00)")
+        shown = when.isoformat(sep="T") if isinstance(value, dt.datetime) else value
+        raise ctx.fail(key, shown, f"has no time zone: write it with one, e.g. {when.strftime('%Y-%m-%dT%H:%M:%S')}+00:00 "
+                                   "(UTC) or with your local offset")
     return when
 
 
@@ -207,13 +216,15 @@ def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limit
     _known(data, set(Limits.__dataclass_fields__), key, ctx)
     parsers: dict[str, Callable[[Any, str, _Ctx], Any]] = {
         "call_timeout": parse_duration, "submission_timeout": parse_duration, "cpu_seconds": parse_duration,
+        "import_timeout": parse_duration, "timeout_floor": parse_duration,
+        "timeout_factor": lambda v, k, c: _number(v, k, c, positive=True),
         "memory": parse_size, "file_size": parse_size, "reply_bytes": parse_size,
         "processes": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "open_files": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "threads": lambda v, k, c: int(_number(v, k, c, positive=True)),
     }
     values = {name: parsers[name](v, f"{key}.{name}", ctx) for name, v in data.items()}
-    for name in ("call_timeout", "submission_timeout", "cpu_seconds"):
+    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout", "timeout_floor"):
         if name in values and values[name] <= 0:
             raise ctx.fail(f"{key}.{name}", data[name], "must be positive")
     return replace(base, **values)
@@ -238,7 +249,7 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
 def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits"}, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires"}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -248,7 +259,21 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
     needs_gpu = data.get("needs_gpu", False)
     if not isinstance(needs_gpu, bool):
         raise ctx.fail(f"{key}.needs_gpu", needs_gpu, "must be true or false")
+    canvas_id = data.get("canvas_id")
+    if canvas_id is not None and (isinstance(canvas_id, bool) or not isinstance(canvas_id, int) or canvas_id <= 0):
+        raise ctx.fail(f"{key}.canvas_id", canvas_id, "must be Canvas's numeric assignment id")
+    requires = data.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise ctx.fail(f"{key}.requires", requires, "must be a list of pip requirements (strings)")
+    for j, req in enumerate(requires):
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+            Requirement(req)
+        except InvalidRequirement as exc:
+            raise ctx.fail(f"{key}.requires[{j}]", req, f"is not a pip requirement ({exc})") from None
     return Assignment(
+        canvas_id=canvas_id,
+        requires=tuple(requires),
         slug=slug,
         title=str(data.get("title", slug)),
         due=parse_datetime(data["due"], f"{key}.due", ctx),
@@ -261,7 +286,7 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits) -> Assignment
 def _paths(root: Path, data: Mapping[str, Any], ctx: _Ctx) -> Paths:
     defaults = {"submitted": "submitted", "gradebook": "gradebook.sqlite", "feedback": "feedback",
                 "exports": "exports", "assignments": "assignments", "solutions": "solutions",
-                "graders": "graders"}
+                "graders": "graders", "roster": "roster.csv"}
     _known(data, set(defaults), "paths", ctx)
     resolved = {}
     for name, default in defaults.items():
@@ -329,7 +354,10 @@ def load(path: str | Path = "course.yml") -> Course:
     path = Path(path).resolve()
     ctx = _Ctx(path)
     data = _mapping(_read_yaml(path), "(top level)", ctx)
-    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor"}, "", ctx)
+    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing"}, "", ctx)
+    missing = data.get("missing", "zero")
+    if missing not in ("zero", "blank"):
+        raise ctx.fail("missing", missing, "must be 'zero' (a missing submission scores 0 after the due date) or 'blank'")
     if not isinstance(data.get("name"), str) or not data.get("name"):
         raise ctx.fail("name", data.get("name"), "must be the course's name")
     base_limits = _limits(_mapping(data.get("limits"), "limits", ctx), "limits", ctx, Limits())
@@ -349,6 +377,7 @@ def load(path: str | Path = "course.yml") -> Course:
         late_policy=_late_policy(_mapping(data.get("late_policy"), "late_policy", ctx), ctx),
         assignments=assignments,
         executor=_executor(_mapping(data.get("executor"), "executor", ctx), ctx),
+        missing=missing,
     )
     return replace(course, extensions=load_extensions(path.parent / "extensions.yml", course.slugs))
 

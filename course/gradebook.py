@@ -8,13 +8,34 @@ nothing counted twice. Grading the same submission with the same grader version 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-SCHEMA_VERSION = 1
+from course import textsafe
+
+SCHEMA_VERSION = 3
+
+# Columns added after version 1, with their migration: ALTER TABLE on an existing gradebook.
+# submitted_at_source: where submitted_at came from (lms-record, worksheet, fetch-time, push-record,
+#   instructor-flag, lms-late-flag, lms-on-time-flag; 'unrecorded' for rows collected before v2).
+# notes: a JSON list of sentences about the collection (a module renamed, a flagged commit date...).
+# group_name / members: a group submission (members: JSON list of student ids, the owner included).
+MIGRATIONS = {
+    2: [("submissions", "submitted_at_source", "TEXT NOT NULL DEFAULT 'unrecorded'"),
+        ("submissions", "notes", "TEXT NOT NULL DEFAULT '[]'"),
+        ("submissions", "group_name", "TEXT"),
+        ("submissions", "members", "TEXT NOT NULL DEFAULT '[]'")],
+    # description: what a test checks, in words; diagnosis/misconceptions: the misconceptions a failed
+    # test's output matches (course.grading.diagnose); environment: the versions that decided numbers.
+    3: [("results", "description", "TEXT NOT NULL DEFAULT ''"),
+        ("results", "diagnosis", "TEXT NOT NULL DEFAULT ''"),
+        ("results", "misconceptions", "TEXT NOT NULL DEFAULT ''"),
+        ("gradings", "environment", "TEXT NOT NULL DEFAULT '{}'")],
+}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,6 +53,10 @@ CREATE TABLE IF NOT EXISTS submissions (
     path TEXT NOT NULL,               -- submitted/<student>/<slug>/<attempt>, relative to the course
     source TEXT,                      -- where it was collected from
     collected_at TEXT NOT NULL,
+    submitted_at_source TEXT NOT NULL DEFAULT 'unrecorded',  -- who vouches for submitted_at
+    notes TEXT NOT NULL DEFAULT '[]',                       -- JSON list: renamed modules, flags
+    group_name TEXT,                                        -- a group submission's group
+    members TEXT NOT NULL DEFAULT '[]',                     -- JSON list of the group's student ids
     UNIQUE (student, slug, attempt));
 CREATE TABLE IF NOT EXISTS gradings (
     id INTEGER PRIMARY KEY,
@@ -41,7 +66,8 @@ CREATE TABLE IF NOT EXISTS gradings (
     backend TEXT, device TEXT, isolation TEXT,
     points REAL, max_points REAL, pending INTEGER,
     message TEXT,                     -- for status=error: why grading could not run (retried next run)
-    started_at TEXT, finished_at TEXT, duration REAL);
+    started_at TEXT, finished_at TEXT, duration REAL,
+    environment TEXT NOT NULL DEFAULT '{}');  -- JSON: python, torch, ... versions that decided the numbers
 CREATE INDEX IF NOT EXISTS gradings_by_submission ON gradings(submission_id, id);
 CREATE TABLE IF NOT EXISTS results (
     grading_id INTEGER NOT NULL REFERENCES gradings(id) ON DELETE CASCADE,
@@ -56,7 +82,14 @@ CREATE TABLE IF NOT EXISTS results (
     detail TEXT NOT NULL,             -- instructor-only detail (never in feedback)
     location TEXT,                    -- file:line in the student's code, for public failures
     duration REAL NOT NULL,
+    description TEXT NOT NULL DEFAULT '',     -- what the test checks, in words
+    diagnosis TEXT NOT NULL DEFAULT '',       -- misconceptions a failure matches, in words (catalogue text)
+    misconceptions TEXT NOT NULL DEFAULT '',  -- their names, comma-separated
     PRIMARY KEY (grading_id, test_id));
+CREATE TABLE IF NOT EXISTS reference_timings (  -- the solution's seconds per test, recorded by validate
+    slug TEXT NOT NULL, grader_version TEXT NOT NULL, test_id TEXT NOT NULL, seconds REAL NOT NULL,
+    machine TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    PRIMARY KEY (slug, grader_version, test_id));
 CREATE TABLE IF NOT EXISTS manual_scores (
     student TEXT NOT NULL, slug TEXT NOT NULL, item TEXT NOT NULL,
     score REAL, max_score REAL NOT NULL, grader TEXT, updated_at TEXT NOT NULL,
@@ -79,6 +112,18 @@ class SubmissionRow:
     sha256: str
     path: str
     source: str | None
+    submitted_at_source: str = "unrecorded"
+    notes: str = "[]"
+    group_name: str | None = None
+    members: str = "[]"
+
+    @property
+    def note_list(self) -> list[str]:
+        return list(json.loads(self.notes or "[]"))
+
+    @property
+    def member_list(self) -> list[str]:
+        return list(json.loads(self.members or "[]"))
 
 
 @dataclass(frozen=True)
@@ -96,6 +141,14 @@ class GradingRow:
     message: str | None
     finished_at: str | None
     duration: float | None
+    environment: str = "{}"
+
+    @property
+    def env(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.environment or "{}"))
+        except ValueError:
+            return {}
 
 
 @dataclass(frozen=True)
@@ -111,6 +164,9 @@ class ResultRow:
     detail: str
     location: str | None
     duration: float
+    description: str = ""
+    diagnosis: str = ""
+    misconceptions: str = ""
 
 
 class Gradebook:
@@ -123,9 +179,28 @@ class Gradebook:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         with self.transaction():
+            fresh = self.db.execute("SELECT name FROM sqlite_master WHERE name='submissions'").fetchone() is None
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if fresh:
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring an older gradebook up to SCHEMA_VERSION (inside the opening transaction)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"{self.path}: gradebook schema {version} is newer than this course "
+                                        f"package ({SCHEMA_VERSION}); upgrade the package")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for table, column, decl in MIGRATIONS.get(target, []):
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self.db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET "
+                        "value=excluded.value", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -167,13 +242,23 @@ class Gradebook:
         return row[0] if row else None
 
     def add_submission(self, *, student: str, slug: str, attempt: int, submitted_at: str, late_by: float,
-                       sha256: str, path: str, source: str | None) -> int:
+                       sha256: str, path: str, source: str | None, submitted_at_source: str = "unrecorded",
+                       notes: Sequence[str] = (), group_name: str | None = None,
+                       members: Sequence[str] = ()) -> int:
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO students VALUES (?)", (student,))
             cur = db.execute("INSERT INTO submissions (student, slug, attempt, submitted_at, late_by, sha256, path, "
-                             "source, collected_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                             (student, slug, attempt, submitted_at, late_by, sha256, path, source, now()))
+                             "source, collected_at, submitted_at_source, notes, group_name, members) "
+                             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                             (student, slug, attempt, submitted_at, late_by, sha256, path,
+                              None if source is None else _t(source, 2000), now(),
+                              submitted_at_source, _t(json.dumps(list(notes))), group_name, json.dumps(list(members))))
             return int(cur.lastrowid)
+
+    def latest_submitted_at(self, student: str, slug: str) -> str | None:
+        row = self.db.execute("SELECT submitted_at FROM submissions WHERE student=? AND slug=? ORDER BY attempt "
+                              "DESC LIMIT 1", (student, slug)).fetchone()
+        return row[0] if row else None
 
     def set_late_by(self, updates: Sequence[tuple[float, int]]) -> None:
         if updates:
@@ -198,6 +283,10 @@ class Gradebook:
         return [SubmissionRow(**{k: r[k] for k in SubmissionRow.__dataclass_fields__})
                 for r in self.db.execute(sql, args)]
 
+    def group_submissions(self, slugs: Sequence[str] | None = None) -> list[SubmissionRow]:
+        """Latest group submissions (members recorded), for giving each member the group's grade."""
+        return [s for s in self.submissions(slugs) if s.member_list]
+
     def students(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM students ORDER BY id")]
 
@@ -216,11 +305,13 @@ class Gradebook:
         rows = self.db.execute("SELECT * FROM results WHERE grading_id=? ORDER BY hidden, task, test_id", (grading_id,))
         return [ResultRow(test_id=r["test_id"], name=r["name"], task=r["task"], hidden=bool(r["hidden"]),
                           outcome=r["outcome"], points=r["points"], max_points=r["max_points"], message=r["message"],
-                          detail=r["detail"], location=r["location"], duration=r["duration"]) for r in rows]
+                          detail=r["detail"], location=r["location"], duration=r["duration"],
+                          description=r["description"], diagnosis=r["diagnosis"],
+                          misconceptions=r["misconceptions"]) for r in rows]
 
     def save_grading(self, submission_id: int, grader_version: str, results: Sequence[Any], *, backend: str,
                      device: str, isolation: str, started_at: str, duration: float,
-                     merge_into: int | None = None) -> int:
+                     merge_into: int | None = None, environment: dict[str, Any] | None = None) -> int:
         """Record one submission's results in one transaction; returns the grading's id.
 
         With ``merge_into``, the results replace only those tests in that earlier grading (used by
@@ -237,14 +328,21 @@ class Gradebook:
             pending = sum(1 for r in all_results if r.outcome == "pending")
             cur = db.execute(
                 "INSERT INTO gradings (submission_id, grader_version, status, backend, device, isolation, points, "
-                "max_points, pending, message, started_at, finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "max_points, pending, message, started_at, finished_at, duration, environment) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (submission_id, grader_version, "graded", backend, device, isolation, round(points, 6),
-                 round(max_points, 6), pending, None, started_at, now(), round(duration, 3)))
+                 round(max_points, 6), pending, None, started_at, now(), round(duration, 3),
+                 json.dumps(environment or {}, sort_keys=True)))
             grading_id = int(cur.lastrowid)
             db.executemany(
-                "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(grading_id, r.test_id, r.name, r.task, int(bool(r.hidden)), r.outcome, float(r.points),
-                  float(r.max_points), r.message or "", r.detail or "", r.location, float(r.duration))
+                "INSERT INTO results (grading_id, test_id, name, task, hidden, outcome, points, max_points, message, "
+                "detail, location, duration, description, diagnosis, misconceptions) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(grading_id, _t(r.test_id, 1000), _t(r.name, 1000), None if r.task is None else _t(r.task, 50),
+                  int(bool(r.hidden)), r.outcome, float(r.points), float(r.max_points), _t(r.message or ""),
+                  _t(r.detail or ""), None if r.location is None else _t(r.location, 300), float(r.duration),
+                  _t(getattr(r, "description", "") or "", 500), _t(getattr(r, "diagnosis", "") or "", 2000),
+                  _t(getattr(r, "misconceptions", "") or "", 500))
                  for r in all_results])
         return grading_id
 
@@ -255,7 +353,7 @@ class Gradebook:
             cur = db.execute(
                 "INSERT INTO gradings (submission_id, grader_version, status, backend, device, message, started_at, "
                 "finished_at, duration) VALUES (?,?,?,?,?,?,?,?,?)",
-                (submission_id, grader_version, "error", backend, device, message[:4000], started_at, now(),
+                (submission_id, grader_version, "error", backend, device, _t(message, 4000), started_at, now(),
                  round(duration, 3)))
             return int(cur.lastrowid)
 
@@ -265,6 +363,19 @@ class Gradebook:
         if row is None or row["status"] != "error":
             return None
         return _grading(row)
+
+    # -------------------------------------------------------------- reference timings (calibrated time limits)
+
+    def set_reference_timings(self, slug: str, grader_version: str, seconds: dict[str, float], machine: str) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO reference_timings VALUES (?,?,?,?,?,?) ON CONFLICT(slug, grader_version, "
+                           "test_id) DO UPDATE SET seconds=excluded.seconds, machine=excluded.machine, "
+                           "recorded_at=excluded.recorded_at",
+                           [(slug, grader_version, t, float(v), machine, now()) for t, v in seconds.items()])
+
+    def reference_timings(self, slug: str, grader_version: str) -> dict[str, float]:
+        return {r["test_id"]: r["seconds"] for r in self.db.execute(
+            "SELECT test_id, seconds FROM reference_timings WHERE slug=? AND grader_version=?", (slug, grader_version))}
 
     # -------------------------------------------------------------- manual scores (notebooks)
 
@@ -286,6 +397,17 @@ class Gradebook:
         return list(self.db.execute("SELECT * FROM manual_scores WHERE student=? AND slug=? ORDER BY item",
                                     (student, slug)))
 
+    # -------------------------------------------------------------- history (the class report's test health)
+
+    def history(self, slugs: Sequence[str] | None = None) -> list[tuple[SubmissionRow, GradingRow]]:
+        """Every grading ever recorded (graded and error, every attempt), oldest first, with its submission."""
+        subs = {s.id: s for s in self.submissions(slugs, latest_only=False)}
+        if not subs:
+            return []
+        rows = self.db.execute(f"SELECT * FROM gradings WHERE submission_id IN ({','.join('?' * len(subs))}) "
+                               "ORDER BY id", list(subs))
+        return [(subs[r["submission_id"]], _grading(r)) for r in rows]
+
     # -------------------------------------------------------------- comparison (tests, resumability)
 
     def snapshot(self) -> list[tuple]:
@@ -298,6 +420,11 @@ class Gradebook:
             "AND g.id = (SELECT MAX(id) FROM gradings h WHERE h.submission_id = s.id) "
             "LEFT JOIN results r ON r.grading_id = g.id ORDER BY 1, 2, 3, 10")
         return [tuple(r) for r in rows]
+
+
+def _t(value: Any, limit: int = 20000) -> str:
+    """Text from a student's code or files, safe to store (valid UTF-8, no control characters)."""
+    return textsafe.clean(value, limit)
 
 
 def _statements(script: str) -> list[str]:

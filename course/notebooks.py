@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from course import textsafe
 from course.errors import CourseError
 
 # jsonschema (imported by nbformat) imports the optional ``rfc3987_syntax`` when it is installed,
@@ -411,6 +412,36 @@ def manual_scores(gradebook: Path | str, assignment: str | None = None) -> list[
     return sorted(out, key=lambda s: (s.student, s.assignment, s.cell))
 
 
+_ACTIVE_OUTPUTS = ("text/html", "application/javascript", "text/javascript", "image/svg+xml", "text/markdown",
+                   "text/latex", "application/vnd.jupyter.widget-view+json")
+
+
+def _inert_markdown(text: str) -> str:
+    """Markdown that renders as the student wrote it, but with no live HTML (tags show as text)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def inert_notebook(path: Path | str) -> dict:
+    """A student's notebook made safe to open in the formgrader a TA uses: markdown cells keep their
+    text but cannot carry HTML or script, outputs keep only their plain-text form, attachments go.
+    Code is untouched (it never runs there)."""
+    nb = load_notebook(Path(path))
+    for cell in nb.get("cells", []):
+        cell.pop("attachments", None)
+        if cell.get("cell_type") in ("markdown", "raw"):
+            source = cell.get("source", "")
+            text = "".join(source) if isinstance(source, list) else str(source)
+            cell["source"] = _inert_markdown(textsafe.clean(text, 200_000))
+        for output in cell.get("outputs", []) or []:
+            data = output.get("data")
+            if isinstance(data, dict):
+                for mime in [m for m in data if m in _ACTIVE_OUTPUTS or "javascript" in m or "html" in m]:
+                    del data[mime]
+                if not data:
+                    data["text/plain"] = "(an output that can only be shown as HTML was removed)"
+    return nb
+
+
 def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict[str, Path]) -> list[str]:
     """Put submitted notebooks into an nbgrader course so that TAs can grade them in the formgrader.
 
@@ -449,7 +480,11 @@ def stage_for_formgrader(nbgrader_root: Path, assignment: str, submissions: dict
             target.mkdir(parents=True, exist_ok=True)
             # nbgrader matches submitted notebooks to source notebooks by file name
             name = sources[0].name if len(sources) == 1 else Path(notebook).name
-            shutil.copyfile(notebook, target / name)
+            try:
+                inert = inert_notebook(notebook)
+            except NotebookError as exc:
+                raise NotebookError(f"student {student}: {exc}") from None
+            (target / name).write_text(json.dumps(inert, ensure_ascii=False), encoding="utf-8")
             staged.append(student)
         config = Config()
         config.CourseDirectory.root = str(root)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
 import io
 import json
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from course import textsafe
 from course.config import Course
 from course.gradebook import Gradebook, ResultRow
 
@@ -44,6 +43,15 @@ class Graded:
     message: str = ""
     due: str | None = None
     extension: str | None = None
+    submitted_at_source: str | None = None    # who vouches for submitted_at (lms-record, worksheet, ...)
+    notes: list[str] = field(default_factory=list)   # from collect: modules renamed or missing, flagged dates
+    group: str | None = None                  # the group whose submission this is
+    members: list[str] = field(default_factory=list)  # the group's members (this student included)
+
+    @property
+    def time_unknown(self) -> bool:
+        """The LMS said "late" but not when: no score is exported until the instructor sets the time."""
+        return self.submitted_at_source == "lms-late-flag"
 
     @property
     def raw(self) -> float:
@@ -74,7 +82,9 @@ def _result_rows(results: Iterable[Any]) -> list[ResultRow]:
         else:
             rows.append(ResultRow(test_id=r.test_id, name=r.name, task=r.task, hidden=bool(r.hidden), outcome=r.outcome,
                                   points=r.points, max_points=r.max_points, message=r.message, detail=r.detail,
-                                  location=r.location, duration=r.duration))
+                                  location=r.location, duration=r.duration,
+                                  description=getattr(r, "description", ""), diagnosis=getattr(r, "diagnosis", ""),
+                                  misconceptions=getattr(r, "misconceptions", "")))
     return rows
 
 
@@ -93,14 +103,31 @@ def graded_from_results(course: Course | None, student: str, slug: str, results:
 
 def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
                 students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
-    """The current grade of every (student, assignment), from the gradebook."""
+    """The current grade of every (student, assignment), from the gradebook.
+
+    Every active roster student is listed (with status ``missing`` where nothing was collected);
+    a group submission counts for each of its members, each with their own due date and penalty.
+    """
+    from course import roster as roster_mod
     assignments = course.select(list(slugs) if slugs else None)
-    subs = {(s.student, s.slug): s for s in gradebook.submissions([a.slug for a in assignments], students)}
-    everyone = sorted(set(students or gradebook.students()) | {s for s, _ in subs})
+    roster = roster_mod.load(course.paths.roster)
+    all_subs = gradebook.submissions([a.slug for a in assignments])
+    subs = {(s.student, s.slug): s for s in all_subs if not students or s.student in students}
+    shared: dict[tuple[str, str], list[Any]] = {}
+    for s in all_subs:
+        for m in s.member_list:
+            if m != s.student:
+                shared.setdefault((m, s.slug), []).append(s)
+    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, _ in shared}
+    known |= {r.id for r in roster.active}
+    dropped = {r.id for r in roster if not r.active}
+    everyone = sorted(set(students) if students else {s for s in known if s not in dropped or
+                                                       any(k[0] == s for k in subs)})
     out = []
     for a in assignments:
         for student in everyone:
-            sub = subs.get((student, a.slug))
+            candidates = [c for c in (subs.get((student, a.slug)), *shared.get((student, a.slug), [])) if c]
+            sub = max(candidates, key=lambda c: c.submitted_at) if candidates else None
             due = course.due_for(student, a.slug)
             ext = next((e for e in course.extensions if e.student == student and e.assignment == a.slug), None)
             if sub is None:
@@ -112,7 +139,9 @@ def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | Non
             g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
                        submitted_at=sub.submitted_at, late_by=late_by,
                        penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
-                       extension=(ext.reason or "extension") if ext else None)
+                       extension=(ext.reason or "extension") if ext else None,
+                       submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
+                       group=sub.group_name, members=sub.member_list)
             grading = gradebook.current_grading(sub.id)
             if grading is not None:
                 g.status = "graded"
@@ -123,9 +152,50 @@ def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | Non
                 err = gradebook.last_error(sub.id)
                 if err is not None:
                     g.status, g.message = "error", err.message or ""
-            g.manual = [dict(m) for m in gradebook.manual_scores(student, a.slug)]
+            g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
             out.append(g)
     return out
+
+
+def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None) -> float | None:
+    """THE score every export writes (CSV, Canvas, Moodle, Gradescope CSV); None writes a blank.
+
+    A graded submission scores :attr:`Graded.final` (late penalty, extension and manual scores
+    applied), except one whose time the LMS did not give (``lms-late-flag``: blank until the
+    instructor sets it). A student with no submission scores 0 once their due date has passed if
+    the course's ``missing:`` policy is ``zero``, blank otherwise; anything not graded yet is blank.
+    """
+    if g.status == "graded":
+        return None if g.time_unknown else g.final
+    if g.status == "missing" and missing == "zero" and g.due:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return 0.0 if now >= dt.datetime.fromisoformat(g.due) else None
+    return None
+
+
+def submission_notes(g: Graded) -> list[str]:
+    """Sentences for a feedback page about how the submission was collected (escape them where written)."""
+    lines = []
+    if g.submitted_at_source:
+        lines.append(f"Submission time from: {TIME_SOURCES.get(g.submitted_at_source, g.submitted_at_source)}")
+    if g.time_unknown:
+        lines.append("The LMS marked it late without saying when: the late penalty is decided by the instructor.")
+    if g.group:
+        lines.append(f"Group submission {g.group}: {', '.join(g.members)}")
+    lines += g.notes
+    return lines
+
+
+TIME_SOURCES = {
+    "lms-record": "the LMS's record of the submission",
+    "worksheet": "the LMS's grading worksheet",
+    "fetch-time": "the moment the collector fetched the commit",
+    "push-record": "the host's record of the push",
+    "instructor-flag": "the instructor (set by hand)",
+    "lms-late-flag": "the LMS's LATE mark (no exact time)",
+    "lms-on-time-flag": "the LMS's on-time mark (no exact time)",
+    "unrecorded": "not recorded (collected before times had sources)",
+}
 
 
 # ------------------------------------------------------------------ per-task view
@@ -150,8 +220,15 @@ def _fmt(x: float) -> str:
 
 def _code_block(text: str, max_lines: int) -> list[str]:
     """An indented Markdown code block whose fence no run of backticks in ``text`` can close."""
-    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
-    return [f"  {fence}", *("  " + ln for ln in text.splitlines()[:max_lines]), f"  {fence}"]
+    return textsafe.md_code_block(text, max_lines, indent="  ")
+
+
+_span = textsafe.md_code_span
+
+
+def _cell(value: Any) -> str:
+    """A Markdown table cell: a code span with no '|' that could split the row."""
+    return _span(textsafe.one_line(value).replace("|", "\\|"))
 
 
 def _lateness(g: Graded, course: Course | None) -> str:
@@ -168,13 +245,45 @@ def _lateness(g: Graded, course: Course | None) -> str:
 
 # ------------------------------------------------------------------ feedback
 
+def when(iso: str | None) -> str:
+    """A time as people read it: ``2026-10-02 10:00 UTC`` (no microseconds, no offset arithmetic)."""
+    if not iso:
+        return "(unknown)"
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return textsafe.one_line(iso, 60)
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+        return t.strftime("%Y-%m-%d %H:%M UTC")
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _label(r: ResultRow) -> str:
+    """What a test checks, in words when its author said so, else its name."""
+    return getattr(r, "description", "") or r.name
+
+
+def hidden_by_task(g: Graded) -> list[tuple[str, list[ResultRow]]]:
+    """Hidden results grouped by task, in task order."""
+    groups: dict[str, list[ResultRow]] = {}
+    for r in g.results:
+        if r.hidden:
+            groups.setdefault(r.task or "-", []).append(r)
+    order = sorted(groups, key=lambda t: [int(p) if p.isdigit() else 10**6 for p in t.split(".")])
+    return [(t, groups[t]) for t in order]
+
+
 def feedback_markdown(g: Graded, course: Course | None = None) -> str:
-    lines = [f"# {g.title} — feedback for {g.student}", ""]
+    one = textsafe.one_line
+    lines = [f"# {one(g.title)} — feedback for {one(g.student)}", ""]
     if g.status == "missing":
         return "\n".join(lines + ["No submission was collected for this assignment.", ""])
-    lines.append(f"- Submission: attempt {g.attempt}, submitted {g.submitted_at} ({_lateness(g, course)})")
+    lines.append(f"- Submission: attempt {g.attempt}, submitted {when(g.submitted_at)} ({_lateness(g, course)})")
+    for note in submission_notes(g):
+        lines.append(f"- {one(note)}")
     if g.extension:
-        lines.append(f"- Extension: due {g.due} ({g.extension})")
+        lines.append(f"- Extension: due {when(g.due)} ({one(g.extension)})")
     if g.status != "graded":
         lines += [f"- Status: {g.status}. {('The grader will retry it.' if g.status == 'error' else '')}", ""]
         return "\n".join(lines)
@@ -183,28 +292,37 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     if g.pending:
         lines.append(f"- {g.pending} GPU test(s) are pending: they are graded on a GPU machine later.")
     if g.needs_manual:
-        lines.append(f"- Needs manual grading: {', '.join(g.needs_manual)}")
+        lines.append(f"- Needs manual grading: {one(', '.join(g.needs_manual))}")
     lines += ["", "## Points per task", "", "| task | tests passed | points |", "| --- | --- | --- |"]
     for t in tasks(g):
         pend = f" ({t['pending']} pending)" if t["pending"] else ""
-        lines.append(f"| {t['task']} | {t['passed']}/{t['tests']}{pend} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
+        lines.append(f"| {one(t['task'])} | {t['passed']}/{t['tests']}{pend} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
     for m in g.manual:
         score = "needs manual grading" if m["score"] is None else f"{_fmt(m['score'])} / {_fmt(m['max_score'])}"
-        lines.append(f"| written: {m['item']} | — | {score} |")
+        lines.append(f"| written: {one(m['item'])} | — | {score} |")
     failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
     lines += ["", "## Public tests that did not pass", ""]
     if not failures:
         lines.append("All public tests passed.")
     for r in failures:
-        where = f" at `{r.location}`" if r.location else ""
-        lines.append(f"- `{r.name}` (task {r.task}, {r.outcome}){where}:")
+        where = f" at {_span(r.location)}" if r.location else ""
+        lines.append(f"- {_span(r.name)} (task {one(r.task)}, {r.outcome}){where}:")
         lines += ["", *_code_block(r.message or r.outcome, 30), ""]
-    hidden = [r for r in g.results if r.hidden]
+        if getattr(r, "diagnosis", ""):
+            lines += [f"  Likely cause: {one(r.diagnosis, 1000)}", ""]
+    hidden = hidden_by_task(g)
     if hidden:
-        lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only.", "",
-                  "| test | task | outcome | points |", "| --- | --- | --- | --- |"]
-        for r in hidden:
-            lines.append(f"| `{r.name}` | {r.task} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+        lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only "
+                  "(with the likely cause of a failure where it matches a known misconception); never their "
+                  "inputs or code."]
+        for task, rows in hidden:
+            lines += ["", f"### Task {one(task)}", "", "| test | outcome | points |", "| --- | --- | --- |"]
+            for r in rows:
+                lines.append(f"| {_cell(_label(r))} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+            causes = [r for r in rows if r.outcome not in ("passed", "pending") and getattr(r, "diagnosis", "")]
+            if causes:
+                lines.append("")
+                lines += [f"- {_span(_label(r))}: {one(r.diagnosis, 1000)}" for r in causes]
     return "\n".join(lines) + "\n"
 
 
@@ -212,20 +330,23 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width
 color:#1a1a1a;line-height:1.45}table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;
 padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}.passed{color:#0a6b2d}.failed,.error,.timeout{color:#a11}
 .pending{color:#8a6d00}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;white-space:pre-wrap}
-.score{font-size:1.3rem;font-weight:600}"""
+.score{font-size:1.3rem;font-weight:600}.cause{color:#5a3b00;font-size:.92rem;margin-top:.2rem}"""
 
 
 def feedback_html(g: Graded, course: Course | None = None) -> str:
     """A self-contained page (no external assets); every student-controlled string is escaped."""
-    e = html.escape
+    e = textsafe.html_text
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(g.title)} — {e(g.student)}</title>"
              f"<style>{_CSS}</style></head><body>", f"<h1>{e(g.title)} — feedback for {e(g.student)}</h1>"]
     if g.status == "missing":
         parts.append("<p>No submission was collected for this assignment.</p></body></html>")
         return "".join(parts)
-    parts.append(f"<p>Submission: attempt {g.attempt}, submitted {e(str(g.submitted_at))} ({e(_lateness(g, course))})</p>")
+    parts.append(f"<p>Submission: attempt {g.attempt}, submitted {e(when(g.submitted_at))} ({e(_lateness(g, course))})</p>")
+    notes = submission_notes(g)
+    if notes:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     if g.extension:
-        parts.append(f"<p>Extension: due {e(str(g.due))} ({e(g.extension)})</p>")
+        parts.append(f"<p>Extension: due {e(when(g.due))} ({e(g.extension)})</p>")
     if g.status != "graded":
         parts.append(f"<p>Status: {e(g.status)}</p></body></html>")
         return "".join(parts)
@@ -250,15 +371,22 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
         where = f" at <code>{e(r.location)}</code>" if r.location else ""
         parts.append(f"<h3><code>{e(r.name)}</code> <span class='{e(r.outcome)}'>{e(r.outcome)}</span></h3>"
                      f"<p>task {e(str(r.task))}{where}</p><pre>{e(r.message or r.outcome)}</pre>")
-    hidden = [r for r in g.results if r.hidden]
+        if getattr(r, "diagnosis", ""):
+            parts.append(f"<p class='cause'>Likely cause: {e(r.diagnosis)}</p>")
+    hidden = hidden_by_task(g)
     if hidden:
-        parts.append("<h2>Hidden tests</h2><p>Hidden tests are shown by name, outcome and points only.</p>"
-                     "<table><tr><th>test</th><th>task</th><th>outcome</th><th>points</th></tr>")
-        for r in hidden:
-            parts.append(f"<tr><td><code>{e(r.name)}</code></td><td>{e(str(r.task))}</td>"
-                         f"<td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
-                         f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")
-        parts.append("</table>")
+        parts.append("<h2>Hidden tests</h2><p>Hidden tests are shown by name, outcome and points only (with the "
+                     "likely cause of a failure where it matches a known misconception); never their inputs or "
+                     "code.</p>")
+        for task, rows in hidden:
+            parts.append(f"<h3>Task {e(task)}</h3><table><tr><th>test</th><th>outcome</th><th>points</th></tr>")
+            for r in rows:
+                cause = getattr(r, "diagnosis", "") if r.outcome not in ("passed", "pending") else ""
+                parts.append(f"<tr><td><code>{e(_label(r))}</code>"
+                             + (f"<div class='cause'>{e(cause)}</div>" if cause else "")
+                             + f"</td><td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
+                             f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")
+            parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -277,8 +405,13 @@ def write_feedback(graded: Iterable[Graded], folder: Path, course: Course | None
 
 # ------------------------------------------------------------------ exports
 
-def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
-    """One row per student: score after penalty per assignment, ``_raw``, ``_late_hours``, and the total."""
+def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "zero",
+               now: dt.datetime | None = None) -> str:
+    """One row per student: score after penalty per assignment, ``_raw``, ``_late_hours``, and the total.
+
+    Scores come from :func:`final_score`: blank for "not due yet / not collected / not graded",
+    0 for a missing submission only when the ``missing`` policy says so.
+    """
     by_student: dict[str, dict[str, Graded]] = {}
     for g in graded:
         by_student.setdefault(g.student, {})[g.slug] = g
@@ -289,15 +422,15 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str]) -> str:
         header += [slug, f"{slug}_raw", f"{slug}_late_hours"]
     writer.writerow(header + ["total"])
     for student in sorted(by_student):
-        row: list[Any] = [student]
+        row: list[Any] = [textsafe.csv_cell(student)]
         total = 0.0
         for slug in slugs:
             g = by_student[student].get(slug)
-            if g is None or g.status != "graded":
-                row += [0, 0, g.late_hours if g else 0]
-                continue
-            row += [_fmt(g.final), _fmt(g.raw), g.late_hours]
-            total += g.final
+            score = final_score(g, missing, now) if g else None
+            submitted = g is not None and g.status not in ("missing",)
+            row += ["" if score is None else _fmt(score), _fmt(g.raw) if submitted and g.status == "graded" else "",
+                    g.late_hours if submitted else ""]
+            total += score or 0.0
         writer.writerow(row + [_fmt(round(total, 4))])
     return buf.getvalue()
 
@@ -308,11 +441,11 @@ def gradescope_results(g: Graded) -> dict[str, Any]:
     for r in g.results:
         status = "passed" if r.outcome == "passed" else "failed"
         tests.append({
-            "name": r.name,
+            "name": textsafe.clean(r.name, 500),
             "score": round(r.points, 4),
             "max_score": round(r.max_points, 4),
             "status": status,
-            "output": "" if r.hidden else (r.message if r.outcome != "passed" else ""),
+            "output": "" if r.hidden else (textsafe.clean(r.message) if r.outcome != "passed" else ""),
             "visibility": "after_published" if r.hidden else "visible",
             "tags": [f"task {r.task}"] + (["pending"] if r.outcome == "pending" else []) + [r.outcome],
         })
@@ -340,31 +473,32 @@ def junit_xml(graded: Sequence[Graded]) -> str:
         failures = sum(1 for r in g.results if r.outcome == "failed")
         errors = sum(1 for r in g.results if r.outcome in ("error", "timeout"))
         skipped = sum(1 for r in g.results if r.outcome in ("pending", "skipped"))
-        suite = ET.SubElement(root, "testsuite", name=f"{g.student}/{g.slug}", tests=str(len(g.results)),
+        x = textsafe.xml_text
+        suite = ET.SubElement(root, "testsuite", name=x(f"{g.student}/{g.slug}"), tests=str(len(g.results)),
                               failures=str(failures), errors=str(errors), skipped=str(skipped),
                               time=f"{sum(r.duration for r in g.results):.3f}")
         for r in g.results:
             case = ET.SubElement(suite, "testcase", classname=f"{g.slug}.{'hidden' if r.hidden else 'public'}",
-                                 name=r.name, time=f"{r.duration:.3f}")
+                                 name=x(r.name), time=f"{r.duration:.3f}")
             ET.SubElement(case, "properties").extend([
-                ET.Element("property", name="task", value=str(r.task)),
+                ET.Element("property", name="task", value=x(r.task)),
                 ET.Element("property", name="points", value=f"{r.points}/{r.max_points}")])
-            message = HIDDEN_FAILED if r.hidden else (r.message.splitlines()[0] if r.message else r.outcome)
+            message = HIDDEN_FAILED if r.hidden else (x(r.message).split("\n")[0] if r.message else r.outcome)
             if r.outcome == "failed":
                 el = ET.SubElement(case, "failure", message=message[:500])
-                el.text = "" if r.hidden else r.message
+                el.text = "" if r.hidden else x(r.message)
             elif r.outcome in ("error", "timeout"):
                 el = ET.SubElement(case, "error", message=f"{r.outcome}: {message}"[:500])
-                el.text = "" if r.hidden else r.message
+                el.text = "" if r.hidden else x(r.message)
             elif r.outcome in ("pending", "skipped"):
-                ET.SubElement(case, "skipped", message=r.outcome if r.hidden else (r.message or r.outcome)[:500])
+                ET.SubElement(case, "skipped", message=r.outcome if r.hidden else x(r.message or r.outcome)[:500])
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def ci_summary(g: Graded) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: points per task, public failures, hidden by name and outcome."""
-    lines = [f"## {g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
+    lines = [f"## {textsafe.one_line(g.title)}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
              "| --- | --- | --- |"]
     for t in tasks(g):
         lines.append(f"| {t['task']} | {t['passed']}/{t['tests']} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
@@ -372,12 +506,12 @@ def ci_summary(g: Graded) -> str:
     if failures:
         lines += ["", "### Public tests that did not pass", ""]
         for r in failures:
-            lines += [f"- `{r.name}` ({r.outcome})" + (f" at `{r.location}`" if r.location else ""), "",
+            lines += [f"- {_span(r.name)} ({r.outcome})" + (f" at {_span(r.location)}" if r.location else ""), "",
                       *_code_block(r.message or "", 20)]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
         lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
-        lines += [f"| `{r.name}` | {r.outcome} |" for r in hidden]
+        lines += [f"| {_cell(r.name)} | {r.outcome} |" for r in hidden]
     return "\n".join(lines) + "\n"
 
 
@@ -387,11 +521,12 @@ def github_annotations(g: Graded, prefix: str = "") -> list[str]:
     for r in g.results:
         if r.hidden or r.outcome in ("passed", "pending") or not r.location or ":" not in r.location:
             continue
-        file, _, line = r.location.rpartition(":")
-        msg = (r.message.splitlines()[0] if r.message else r.outcome).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        file, _, line = textsafe.clean(r.location, 500).rpartition(":")
+        first = textsafe.clean(r.message, 2000).split("\n")[0] if r.message else r.outcome
+        msg = first.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         path = f"{prefix.rstrip('/')}/{file}" if prefix else file
         line = line if line.isdigit() else "1"
-        out.append(f"::error file={_command_property(path)},line={line},title={_command_property(r.name)}::{msg}")
+        out.append(f"::error file={_command_property(path)},line={line},title={_command_property(textsafe.clean(r.name, 500))}::{msg}")
     return out
 
 

@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 from course import stubs  # noqa: E402
 
 STUDENTS = ("ada", "ben", "cleo", "dev", "eve", "mal")
+# For the Moodle-style round trip: full names, emails and Moodle's participant numbers.
+NAMES = {"ada": "Ada Byron", "ben": "Ben Okafor", "cleo": "Cleo Marsh", "dev": "Dev Patel", "eve": "Eve Moreau",
+         "mal": "Mal Reyes"}
 
 CRASH = """
 
@@ -137,6 +140,40 @@ def generate(out: Path, slugs: list[str]) -> None:
             folder.mkdir(parents=True)
             for name, text in student_files(slug, student, bugs).items():
                 (folder / name).write_text(text, encoding="utf-8")
+
+
+def roster_csv(path: Path) -> Path:
+    """roster.csv for the demo class (Moodle's worksheet is matched by email)."""
+    lines = ["id,name,email,section"] + [f"{s},{NAMES[s]},{s}@demo.example,A" for s in STUDENTS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def moodle_export(class_dir: Path, slug: str, times: dict, out: Path) -> tuple[Path, Path]:
+    """What Moodle's "Download all submissions" and "Download grading worksheet" give for ``slug``:
+    one folder ``<Full Name>_<participant>_assignsubmission_file_`` per student, and the worksheet
+    whose "Last modified (submission)" is written as Moodle writes it (English, the site's zone: UTC)."""
+    import csv
+    import zipfile
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / f"{slug}-submissions.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, student in enumerate(STUDENTS):
+            folder = class_dir / slug / student
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    zf.write(path, f"{NAMES[student]}_{101 + i}_assignsubmission_file_/{path.relative_to(folder)}")
+    sheet = out / f"{slug}-worksheet.csv"
+    with open(sheet, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
+                    "Grade can be changed", "Last modified (submission)", "Last modified (grade)", "Feedback comments"])
+        for i, student in enumerate(STUDENTS):
+            t = times[student]
+            when = f"{t:%A}, {t.day} {t:%B %Y}, {int(t.strftime('%I'))}:{t:%M %p}"
+            w.writerow([f"Participant {101 + i}", NAMES[student], f"{student}@demo.example", "Submitted for grading",
+                        "", "100.00", "Yes", when, "-", ""])
+    return archive, sheet
 
 
 def main() -> None:

@@ -6,6 +6,11 @@ same assignments, hidden tests and solutions; its own submitted/, gradebook, fee
 and an extensions.yml giving ``dev`` two extra days. Submission times are set relative to each
 assignment's due date so that the late policy shows: ada is on time, ben 3 hours late, dev two
 days late but within his extension, the others on time.
+
+The first assignment makes the Moodle round trip: its submissions arrive as Moodle's "Download all
+submissions" zip and grading worksheet (the times are the worksheet's), and its grades leave as the
+filled worksheet and a feedback-files zip for Moodle's uploads. The others are collected per
+student with the instructor's --submitted-at.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from make_demo_class import all_slugs, generate
+from make_demo_class import all_slugs, generate, moodle_export, roster_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".course" / "demo"
@@ -63,8 +68,16 @@ def main() -> None:
     slugs = args.assignments.split(",") if args.assignments else all_slugs()
     real = write_demo_course(slugs)
     generate(CLASS, slugs)
+    roster_csv(WORK / "roster.csv")
     t0 = time.monotonic()
+    moodle_slug = real["assignments"][0]["slug"]
     for a in real["assignments"]:
+        if a["slug"] == moodle_slug:
+            times = {s: (_due(a) + dt.timedelta(hours=h)).astimezone(dt.timezone.utc) for s, h in LATE_HOURS.items()}
+            archive, sheet = moodle_export(CLASS, a["slug"], times, WORK / "moodle")
+            course("collect", str(archive), "--assignment", a["slug"], "--from", "moodle", "--worksheet", str(sheet),
+                   "--timezone", "UTC")
+            continue
         for student in sorted(LATE_HOURS):
             folder = CLASS / a["slug"] / student
             if folder.is_dir():
@@ -77,9 +90,14 @@ def main() -> None:
     course("export", "--format", "csv")
     course("export", "--format", "gradescope")
     course("export", "--format", "junit")
+    course("export", "--format", "moodle", "--assignment", moodle_slug)
+    course("report")
+    for a in real["assignments"]:
+        course("similarity", a["slug"])
     print((WORK / "exports" / "grades.csv").read_text(encoding="utf-8"))
     print(f"demo finished in {time.monotonic() - t0:.0f} s; feedback under {WORK / 'feedback'}, "
-          f"exports under {WORK / 'exports'}")
+          f"exports under {WORK / 'exports'} (Moodle: exports/moodle/{moodle_slug}-grading-worksheet.csv and "
+          f"-feedback-files.zip), the class report in {WORK / 'report' / 'index.html'}")
 
 
 if __name__ == "__main__":

@@ -82,11 +82,9 @@ def workspace(tmp_path_factory) -> Path:
     _git(pr, "commit", "-q", "-m", "the student kit")
     text, _ = student_module()
     (pr / "assignments" / "vecops" / "vecops.py").write_text(text)
-    # The PR also "fixes" the public tests and adds a link to the hidden tests: neither may count.
+    # The PR also "fixes" the public tests: they may not count.
     (pr / "assignments" / "vecops" / "tests" / "test_vecops.py").write_text(
         "def test_pr_says_everything_passes():\n    assert True\n")
-    os.symlink(ws / "instructor" / "graders" / "vecops" / "test_hidden_vecops.py",
-               pr / "assignments" / "vecops" / "leak.py")
     _git(pr, "add", "-A")
     _git(pr, "commit", "-q", "-m", "dot and the accumulator")
     bin_dir = ws / "bin"
@@ -328,3 +326,84 @@ def test_annotations_cannot_inject_workflow_commands():
     assert "\n" not in line and line.count("::") == 2
     assert line == ("::error file=assignments/vecops/a.py%2Ctitle=You passed%0A%3A%3Aset-output name=x%3A%3A1,"
                     "line=7,title=test_x.py%3A%3Atest_y::boom")
+
+
+# ------------------------------------------------------------------ the PR's files, not what they point to
+
+def _grade_step_on(workspace: Path, pr: Path, extra_path: str = "") -> tuple[subprocess.CompletedProcess, Path]:
+    """grade.yml's grade step on another PR checkout (a copy of the workspace with ``pr`` swapped in)."""
+    ws = pr.parent
+    for name in ("instructor", "bin"):
+        if not (ws / name).exists():
+            shutil.copytree(workspace / name, ws / name, symlinks=True)
+    [step] = [s for s in steps(workflow("grade.yml")) if s.get("id") == "grade"]
+    base = _git(pr, "rev-list", "--max-parents=0", "HEAD").split()[0]
+    env = {"BASE_SHA": base, "STUDENT": STUDENT, "SUBMITTED_AT": SUBMITTED_AT,
+           "PATH": f"{extra_path}{ws / 'bin'}:{PYTHON_BIN}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/root"),
+           "GITHUB_STEP_SUMMARY": str(ws / "summary.md")}
+    return run_step(step, ws, env), ws
+
+
+def _pr_with(tmp_path: Path, change) -> Path:
+    pr = tmp_path / "ws" / "pr"
+    (pr / "assignments").mkdir(parents=True)
+    shutil.copytree(TOY / "assignments" / "vecops", pr / "assignments" / "vecops",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    _git(pr, "init", "-q", "-b", "main")
+    _git(pr, "add", "-A")
+    _git(pr, "commit", "-q", "-m", "kit")
+    change(pr)
+    _git(pr, "add", "-A")
+    _git(pr, "commit", "-q", "-m", "the attack")
+    return pr
+
+
+def test_an_assignment_folder_that_is_a_link_into_the_instructors_checkout_is_not_graded(workspace, tmp_path):
+    def link(pr):
+        shutil.rmtree(pr / "assignments" / "vecops")
+        os.symlink("../../instructor/solutions/vecops", pr / "assignments" / "vecops")
+    proc, ws = _grade_step_on(workspace, _pr_with(tmp_path, link))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "symbolic link" in proc.stderr
+    assert not (ws / "results" / "vecops" / "results.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["file_link", "folder_link", "fifo"])
+def test_links_and_special_files_below_the_assignment_folder_refuse_the_pr(workspace, tmp_path, kind):
+    def plant(pr):
+        folder = pr / "assignments" / "vecops"
+        if kind == "file_link":
+            (folder / "vecops.py").unlink()
+            os.symlink("../../../instructor/solutions/vecops/vecops.py", folder / "vecops.py")
+        elif kind == "folder_link":
+            os.symlink("../../../instructor/graders/vecops", folder / "helpers")
+            (folder / "vecops.py").write_text("from helpers.probes import *\n")
+        else:
+            (folder / "notes.txt").write_text("x")
+    pr = _pr_with(tmp_path, plant)
+    if kind == "fifo":   # git cannot hold a fifo: it appears in the checkout after the fact
+        os.mkfifo(pr / "assignments" / "vecops" / "pipe")
+    proc, ws = _grade_step_on(workspace, pr)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert not (ws / "results" / "vecops" / "results.json").exists()
+
+
+def test_an_exit_without_results_is_a_failed_job_not_a_grade(workspace, tmp_path):
+    """An internal error (or anything else) that exits 0 or 1 without this run's results file fails
+    the job: 1 means "graded, below the bar" only with results."""
+    pr = _pr_with(tmp_path, lambda pr: (pr / "assignments" / "vecops" / "vecops.py").write_text("x = 1\n"))
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "course").write_text("#!/bin/sh\necho 'Traceback: boom' >&2\nexit 1\n")
+    (fake / "course").chmod(0o755)
+    proc, ws = _grade_step_on(workspace, pr, extra_path=f"{fake}:")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "wrote no results" in proc.stdout
+
+
+def test_an_internal_error_exits_4(workspace, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(ci, "grade_tree", boom)
+    result = CliRunner().invoke(main, ci_args(workspace, "--out", str(tmp_path)))
+    assert result.exit_code == 4 and "internal error" in result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course import api, collect
+from course import api, collect, safefiles
 from course.errors import CollectError
 from course.gradebook import Gradebook
 
@@ -39,12 +39,16 @@ def test_folder_of_student_folders(toy, tmp_path):
     again = api.collect(course, src, "vecops")
     assert [i.status for i in again.items] == ["unchanged", "unchanged"]
     (src / "ann" / "vecops.py").write_text("x = 3\n")
-    third = api.collect(course, src, "vecops")
+    no_time = api.collect(course, src, "vecops")                    # changed, and a folder says no time
+    assert no_time.items[0].status == "error" and "no trustworthy submission time" in no_time.items[0].message
+    third = api.collect(course, src, "vecops", submitted_at="2026-10-01T13:00:00+00:00")
     assert [(i.student, i.status, i.attempt) for i in third.items][0] == ("ann", "collected", 2)
     assert (toy / "submitted" / "ann" / "vecops" / "1" / "vecops.py").read_text() == "x = 1\n"  # never overwritten
     with Gradebook(course.paths.gradebook) as gb:
         late = {s.student: s.late_by for s in gb.submissions(latest_only=False) if s.attempt == 1}
+        sources = {s.submitted_at_source for s in gb.submissions(latest_only=False)}
     assert late == {"ann": 0.0, "ben": 0.0}
+    assert sources == {"instructor-flag"}
 
 
 def test_late_by_comes_from_the_due_date(toy, tmp_path):
@@ -63,7 +67,7 @@ def test_bulk_zip_with_folders_and_inner_zips(toy, tmp_path):
     path = tmp_path / "bulk.zip"
     path.write_bytes(outer)
     course = api.load_course(toy / "course.yml")
-    rep = api.collect(course, path, "vecops")
+    rep = api.collect(course, path, "vecops", submitted_at="2026-10-01T12:00:00+00:00")
     assert sorted((i.student, i.status) for i in rep.items) == [("ann", "collected"), ("cy", "collected")]
     assert not (toy / "submitted" / "ann" / "vecops" / "1" / "__pycache__").exists()
 
@@ -80,11 +84,12 @@ def test_unsafe_archives_are_refused(tmp_path, entries, symlinks, fragment):
     assert not (tmp_path / "evil.py").exists()
 
 
-def test_symlinks_in_archives_are_dropped(tmp_path):
+def test_symlinks_in_archives_are_refused(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
-    collect.extract_zip(_zip({"vecops.py": b"x = 1\n"}, {"shadow": "/etc/shadow"}), dest, "student ann")
-    assert sorted(p.name for p in dest.iterdir()) == ["vecops.py"]
+    with pytest.raises(CollectError, match="'shadow' is a symbolic link"):
+        collect.extract_zip(_zip({"vecops.py": b"x = 1\n"}, {"shadow": "/etc/shadow"}), dest, "student ann")
+    assert list(dest.iterdir()) == []
 
 
 def test_symlinks_in_folders_are_not_followed(tmp_path):
@@ -93,8 +98,10 @@ def test_symlinks_in_folders_are_not_followed(tmp_path):
     dest.mkdir()
     (src / "vecops.py").write_text("x = 1\n")
     os.symlink("/etc/passwd", src / "passwd")
-    collect.copy_folder(src, dest, "student ann")
+    collect.copy_folder(src, dest, "student ann")                  # course ci: left out
     assert sorted(p.name for p in dest.iterdir()) == ["vecops.py"]
+    with pytest.raises(CollectError, match="passwd is a symbolic link"):
+        collect.copy_folder(src, tmp_path / "strict", "student ann", strict=True)   # collect: refused
 
 
 def test_non_utf8_names_are_a_clear_error(tmp_path):
@@ -112,14 +119,14 @@ def test_corrupt_zip_is_reported_for_that_student_and_others_collected(toy, tmp_
     (src / "ann.zip").write_bytes(b"PK\x03\x04 this is not a zip")
     (src / "ben").mkdir()
     (src / "ben" / "vecops.py").write_text("x = 1\n")
-    rep = api.collect(api.load_course(toy / "course.yml"), src, "vecops")
+    rep = api.collect(api.load_course(toy / "course.yml"), src, "vecops", submitted_at="2026-10-01T12:00:00+00:00")
     by = {i.student: i for i in rep.items}
     assert by["ann"].status == "error" and "not a readable zip" in by["ann"].message and "ann" in by["ann"].message
     assert by["ben"].status == "collected"
 
 
 def test_size_caps(tmp_path, monkeypatch):
-    monkeypatch.setattr(collect, "MAX_FILE_BYTES", 10)
+    monkeypatch.setattr(safefiles, "MAX_FILE_BYTES", 10)
     dest = tmp_path / "out"
     dest.mkdir()
     with pytest.raises(CollectError, match="larger than the 10 byte limit"):
@@ -128,11 +135,12 @@ def test_size_caps(tmp_path, monkeypatch):
 
 def test_empty_submission_is_collected_with_a_note(toy, tmp_path):
     (tmp_path / "class" / "ann").mkdir(parents=True)
-    rep = api.collect(api.load_course(toy / "course.yml"), tmp_path / "class", "vecops")
+    rep = api.collect(api.load_course(toy / "course.yml"), tmp_path / "class", "vecops",
+                      submitted_at="2026-10-01T12:00:00+00:00")
     assert rep.items[0].status == "collected" and "empty submission" in rep.items[0].message
 
 
-def test_git_repository_uses_the_commit_time(toy, tmp_path):
+def test_git_repository_never_uses_the_commit_time(toy, tmp_path):
     repo = tmp_path / "ann-repo"
     (repo / "assignments" / "vecops").mkdir(parents=True)
     (repo / "assignments" / "vecops" / "vecops.py").write_text("x = 'git'\n")
@@ -142,17 +150,22 @@ def test_git_repository_uses_the_commit_time(toy, tmp_path):
                 ["-c", "user.email=a@b", "-c", "user.name=A", "commit", "-qm", "work"]):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
     course = api.load_course(toy / "course.yml")
+    before = dt.datetime.now(dt.timezone.utc)
     rep = api.collect(course, repo, "vecops", student="ann", ref="main")
     assert rep.items[0].status == "collected"
     with Gradebook(course.paths.gradebook) as gb:
         sub = gb.submissions()[0]
-    assert dt.datetime.fromisoformat(sub.submitted_at) == dt.datetime(2026, 10, 1, 20, 0, tzinfo=dt.timezone.utc)
+    # the commit says 2026-10-01 (the student sets that); the time is when the collector read it
+    assert sub.submitted_at_source == "fetch-time"
+    assert dt.datetime.fromisoformat(sub.submitted_at) >= before
     assert (toy / sub.path / "vecops.py").read_text() == "x = 'git'\n"
 
 
 def test_bad_student_ids_are_refused(toy, tmp_path):
     (tmp_path / "class" / "-rf").mkdir(parents=True)
-    rep = api.collect(api.load_course(toy / "course.yml"), tmp_path / "class", "vecops")
+    (tmp_path / "class" / "-rf" / "vecops.py").write_text("x = 1\n")
+    rep = api.collect(api.load_course(toy / "course.yml"), tmp_path / "class", "vecops",
+                      submitted_at="2026-10-01T12:00:00+00:00")
     assert rep.items[0].status == "error" and "not a usable student id" in rep.items[0].message
 
 
@@ -160,7 +173,7 @@ def test_an_unsafe_entry_in_a_class_zip_refuses_only_its_student(toy, tmp_path):
     path = tmp_path / "class.zip"
     path.write_bytes(_zip({"ann/vecops.py": b"x = 1\n", "bo/../../evil.py": b"x", "bo/vecops.py": b"x = 2\n",
                            "/etc/evil.py": b"x", "cy/vecops.py": b"x = 3\n"}, {}))
-    rep = api.collect(api.load_course(toy / "course.yml"), path, "vecops")
+    rep = api.collect(api.load_course(toy / "course.yml"), path, "vecops", submitted_at="2026-10-01T12:00:00+00:00")
     got = {i.student: (i.status, i.message) for i in rep.items}
     assert got["ann"][0] == got["cy"][0] == "collected"
     assert got["bo"] == ("error", f"{path}: student bo: unsafe path 'bo/../../evil.py' in the archive "

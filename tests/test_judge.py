@@ -198,3 +198,110 @@ def test_sandbox_backend_gives_the_same_outcomes(assignment):
     for name in ("test_nan_is_refused", "test_objects_cannot_cross", "test_todo", "test_missing_function",
                  "test_pure[clip_inplace]", "test_pure_keyword", "test_match_never_sees_the_location"):
         assert sandbox[name]["message"] == local[name]["message"]
+
+
+# ------------------------------------------------------------------ a module that fails at import, a hang
+
+BROKEN_TESTS = '''
+import pytest
+
+@pytest.mark.task("1.1")
+@pytest.mark.points(1)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_broken(submission, n):
+    submission.call("broken.f", n)
+
+@pytest.mark.task("1.2")
+@pytest.mark.points(1)
+def test_other_module_still_runs(submission):
+    assert submission.call("fine.g", 2) == 4
+'''
+
+
+@pytest.mark.parametrize("backend", ["local", "sandbox"])
+def test_an_import_failure_is_said_once_and_fails_its_dependents_at_once(pytester, backend):
+    pytester.makepyfile(broken="import math\n\nx = 1\nimport numpyy\n\ndef f(n):\n    return n\n",
+                        fine="def g(n):\n    return 2 * n\n")
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_b.py").write_text(BROKEN_TESTS)
+    out = pytester.path / "r.json"
+    args = ["-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu", "--backend", backend]
+    (pytester.runpytest_subprocess if backend == "sandbox" else pytester.runpytest)(*args)
+    res = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
+    first, *others = [res[f"test_broken[{n}]"] for n in (1, 2, 3)]
+    assert first["outcome"] == "error"
+    assert first["message"].startswith("importing broken.py failed at line 4: ModuleNotFoundError: No module named 'numpyy'")
+    assert first["location"] == "broken.py:4"
+    for r in others:
+        assert r["outcome"] == "error" and r["message"].startswith("not run: importing broken.py failed")
+    assert res["test_other_module_still_runs"]["outcome"] == "passed"
+
+
+HANG_TESTS = '''
+import pytest
+
+@pytest.mark.task("1.1")
+@pytest.mark.points(1)
+@pytest.mark.timeout(1)
+def test_hangs(submission):
+    submission.call("slow.spin")
+
+@pytest.mark.task("1.1")
+@pytest.mark.points(1)
+@pytest.mark.timeout(1)
+def test_slow_but_finishes(submission):
+    assert submission.call("slow.nap", 1.5) == "done"
+'''
+
+
+def test_the_local_backend_stops_a_hang_and_names_it(pytester):
+    pytester.makepyfile(slow="import time\n\ndef spin():\n    while True:\n        pass\n\n"
+                             "def nap(s):\n    time.sleep(s)\n    return 'done'\n")
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_h.py").write_text(HANG_TESTS)
+    out = pytester.path / "r.json"
+    pytester.runpytest("-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu")
+    res = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
+    assert res["test_hangs"]["outcome"] == "timeout"
+    assert "slow.spin did not finish within the time limit (1 s)" in res["test_hangs"]["message"]
+    assert "--no-timeout" in res["test_hangs"]["message"]
+    pytester.runpytest("-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu",
+                       "--no-timeout", "-k", "slow_but")
+    res = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
+    assert res["test_slow_but_finishes"]["outcome"] == "passed"
+
+
+def test_calibrated_limits_stop_a_hang_in_seconds(pytester):
+    from course.config import Limits
+    from course.grading.runner import calibrated_timeouts
+    limits = Limits(call_timeout=60, timeout_factor=10, timeout_floor=1.0)
+    assert dict(calibrated_timeouts({"a::t": 0.01, "a::u": 0.5}, limits)) == {"a::t": 1.0, "a::u": 5.0}
+    pytester.makepyfile(slow="def spin():\n    while True:\n        pass\n")
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_s.py").write_text(
+        "import pytest\n\n@pytest.mark.task('1.1')\n@pytest.mark.points(1)\ndef test_spin(submission):\n"
+        "    submission.call('slow.spin')\n")
+    out = pytester.path / "r.json"
+    import time
+    t0 = time.monotonic()
+    pytester.runpytest("-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu",
+                       "--course-timeouts", json.dumps({"test_s.py::test_spin": 1.0}))
+    assert time.monotonic() - t0 < 20      # the 60 s call_timeout did not apply
+    [r] = json.loads(out.read_text())["results"]
+    assert r["outcome"] == "timeout" and "(1 s)" in r["message"]
+
+
+def test_grading_plans_calibrated_limits_from_the_reference_timings(toy):
+    from course import api
+    from course.gradebook import Gradebook
+    from course.grading.runner import spec_for
+    course = api.load_course(toy / "course.yml")
+    spec = spec_for(course, "vecops")
+    with Gradebook(course.paths.gradebook) as gb:
+        gb.add_submission(student="ann", slug="vecops", attempt=1, submitted_at="2026-10-01T10:00:00+00:00",
+                          late_by=0.0, sha256="x", path="submitted/ann/vecops/1", source="dir")
+        gb.set_reference_timings("vecops", spec.version, {"test_hidden_vecops.py::test_accumulator": 0.05}, "here")
+        gb.set_reference_timings("vecops", "an-older-grader", {"test_hidden_vecops.py::test_accumulator": 99}, "here")
+        jobs, _ = api.plan_grading(course, gb, None, None, force=False, only_pending=False)
+    [job] = jobs
+    assert dict(job.timeouts) == {"test_hidden_vecops.py::test_accumulator": spec.limits.timeout_floor}

@@ -14,6 +14,8 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from course import textsafe
+
 
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 8000
@@ -21,7 +23,8 @@ MAX_FRAMES = 20
 
 
 def _text(value: Any, default: str, limit: int) -> str:
-    return (value if type(value) is str else default)[:limit]
+    """A field of the worker's reply: untrusted, so made a safe, capped str here (course.textsafe)."""
+    return textsafe.clean(value if type(value) is str else default, limit)
 
 
 class SubmissionError(Exception):

@@ -19,24 +19,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
+from course import textsafe
 from course.config import Limits
 from course.grading import diagnose, inputs, wire
 from course.grading.failures import (BadReply, SubmissionError, SubmissionFailure, SubmissionTimeout,
                                      WorkerCrashed, submission_error)
+from course.grading.imports import ImportFailed, ImportLedger, modules_named_in
 from course.grading.probe_code import probe_spec  # noqa: F401  (re-exported)
 from course.grading.static import read_source
-from course.grading.results import OUTCOMES, TestResult  # noqa: F401  (re-exported)
+from course.grading.results import OUTCOMES, TestResult, shorten  # noqa: F401  (re-exported)
 from course.grading.worker import Worker, describe_exception
 
 PENDING_PREFIX = "pending: "
@@ -60,6 +66,7 @@ class LocalBackend:
         sys.path.insert(0, str(self.path))
         self._forget_modules()
         self.worker = Worker(self.path)
+        self.imports = ImportLedger(self.path)
 
     def _forget_modules(self) -> None:
         """Import the student's modules afresh (a previous run in this process may have cached others)."""
@@ -73,12 +80,14 @@ class LocalBackend:
         importlib.invalidate_caches()
 
     def _invoke(self, label: str, resolve: Callable[[], Callable[..., Any]], args: tuple, kwargs: dict,
-                max_reply: int, observe: bool = False) -> Any:
+                max_reply: int, observe: bool = False, deadline: float = math.inf) -> Any:
+        __tracebackhide__ = True
         args, kwargs = wire.roundtrip((tuple(args), dict(kwargs)))  # the student gets copies
         try:
-            fn = resolve()
-            value = fn(*args, **kwargs)
-        except KeyboardInterrupt:
+            with _time_limit(deadline, label):
+                fn = resolve()
+                value = fn(*args, **kwargs)
+        except (KeyboardInterrupt, SubmissionTimeout):
             raise
         except BaseException as exc:
             raise submission_error(label, describe_exception(exc, self.path)) from exc
@@ -89,15 +98,58 @@ class LocalBackend:
         except wire.WireError as exc:
             raise BadReply(f"{label} returned a value that cannot be graded: {exc}") from None
 
+    def _load(self, deadline: float) -> Callable[[str], None]:
+        def load(module: str) -> None:
+            __tracebackhide__ = True
+            try:
+                with _time_limit(deadline, f"importing {module}.py"):
+                    self.worker.load(module)
+            except (KeyboardInterrupt, SubmissionTimeout):
+                raise
+            except BaseException as exc:
+                raise submission_error(f"import {module}", describe_exception(exc, self.path)) from exc
+        return load
+
     def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int,
              observe: bool = False) -> Any:
-        return self._invoke(target, lambda: self.worker.resolve(target), args, kwargs, max_reply, observe)
+        __tracebackhide__ = True
+        if isinstance(target, str):
+            self.imports.ensure(target.split(".")[0], self._load(deadline))
+        return self._invoke(target, lambda: self.worker.resolve(target), args, kwargs, max_reply, observe, deadline)
 
     def run(self, probe: Callable[..., Any], args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
-        return self._invoke(f"probe {probe.__name__}", lambda: probe, args, kwargs, max_reply)
+        __tracebackhide__ = True
+        module = sys.modules.get(getattr(probe, "__module__", ""))
+        source = Path(module.__file__).read_text(encoding="utf-8") if getattr(module, "__file__", None) else ""
+        for name in modules_named_in(source, self.imports.known):
+            self.imports.ensure(name, self._load(deadline))
+        return self._invoke(f"probe {probe.__name__}", lambda: probe, args, kwargs, max_reply, deadline=deadline)
 
     def close(self) -> None:
         pass
+
+
+@contextmanager
+def _time_limit(deadline: float, label: str) -> Iterator[None]:
+    """In this process (the local backend): stop the student's code at ``deadline`` (monotonic),
+    naming what hung. Only in the main thread, where signals arrive; ``--no-timeout`` disables it."""
+    remaining = deadline - time.monotonic()
+    if not math.isfinite(deadline) or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+    budget = max(remaining, 0.001)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SubmissionTimeout(f"{label} did not finish within the time limit ({budget:.0f} s); "
+                                "an endless loop? (`course check --no-timeout` or `pytest --no-timeout` to debug)")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Submission:
@@ -125,6 +177,7 @@ class Submission:
                           allow_nonfinite=True)
 
     def _check(self, label: str, value: Any) -> Any:
+        __tracebackhide__ = True
         if not self._allow_nonfinite:
             where = wire.find_nonfinite(value)
             if where:
@@ -133,6 +186,7 @@ class Submission:
 
     def call(self, target: str, *args: Any, **kwargs: Any) -> Any:
         """Run the student's ``module.function`` (or ``module.Class``) with these arguments."""
+        __tracebackhide__ = True
         value = self._backend.call(target, args, kwargs, self._deadline, self._limits.reply_bytes)
         return self._check(target, value)
 
@@ -142,6 +196,7 @@ class Submission:
         The worker sends the arguments back as the function left them (raw data); they are
         compared here with the test's own copies, which never left this process.
         """
+        __tracebackhide__ = True
         reply = self._backend.call(target, args, kwargs, self._deadline, self._limits.reply_bytes, observe=True)
         if type(reply) is not dict or set(reply) != {"value", "args", "kwargs"}:
             raise BadReply(f"{target}: the reply is not valid data")
@@ -162,6 +217,7 @@ class Submission:
 
     def run(self, probe: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a probe function (from ``graders/<slug>/probes.py``) next to the student's code."""
+        __tracebackhide__ = True
         value = self._backend.run(probe, args, kwargs, self._deadline, self._limits.reply_bytes)
         return self._check(f"probe {probe.__name__}", value)
 
@@ -211,6 +267,9 @@ class JudgeState:
     records: dict[str, _Record] = field(default_factory=dict)
     sandbox_pool: Any = None
     submission_started: float | None = None
+    no_timeout: bool = False
+    timeouts: dict[str, float] = field(default_factory=dict)
+    ledgers: dict[Path, ImportLedger] = field(default_factory=dict)
 
     def submission_for(self, test_path: Path) -> Path:
         if self.submission is not None:
@@ -234,13 +293,22 @@ class JudgeState:
                 self.backends.pop((path, "public")).close()
             if self.backend_kind == "local":
                 backend = LocalBackend(path)
+                backend.imports = self.imports_of(path)
             else:
                 from course.grading import sandbox
                 if self.sandbox_pool is None:
                     self.sandbox_pool = sandbox.injected_pool() or sandbox.ZygotePool.start(jobs=1)
                 backend = sandbox.SandboxBackend(self.sandbox_pool, path, self.limits, self.device)
+                backend.imports = self.imports_of(path)
             self.backends[key] = backend
         return backend
+
+    def imports_of(self, path: Path) -> ImportLedger:
+        """One record of module imports per submission, shared by its public and hidden workers: a
+        module that failed to import is tried once, not once per worker."""
+        if path not in self.ledgers:
+            self.ledgers[path] = ImportLedger(path)
+        return self.ledgers[path]
 
     def close(self) -> None:
         for backend in self.backends.values():
@@ -280,11 +348,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="limits for the submission's worker, as JSON (fields of course.config.Limits)")
     group.addoption("--course-only", default=None, metavar="JSON",
                     help="run only the tests with these names (a JSON list; used by --only-pending)")
+    group.addoption("--no-timeout", action="store_true", default=False,
+                    help="no time limit on calls into the submission (to debug with pdb; grading ignores it)")
+    group.addoption("--course-fast-reports", action="store_true", default=False,
+                    help="grading: record each failure's message without rendering pytest's tracebacks")
+    group.addoption("--course-timeouts", default=None, metavar="JSON",
+                    help="calibrated time limits per test name (from the solution's times in course validate)")
     group.addoption("--course-seed", type=int, default=None,
                     help="seed of the rng fixture (default: 0 locally, secret and random in the sandbox)")
 
 
+def _no_dtensor_unwrapping() -> None:
+    """``torch.testing.assert_close`` imports ``torch.distributed.tensor`` on its first call, to unwrap
+    DTensors: about 4 s, more than every test of an assignment together. Nothing here is ever a DTensor
+    (a submission's values arrive as plain tensors through the wire; tests build plain tensors), so the
+    check is switched off. Private torch API: if it moves, nothing breaks, only the saving is lost."""
+    try:
+        from torch.testing import _comparison
+        if getattr(_comparison, "_HAS_DTENSOR", None) is True and "torch.distributed.tensor" not in sys.modules:
+            _comparison._HAS_DTENSOR = False
+    except Exception:
+        pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _no_dtensor_unwrapping()
     for line in (
         "points(n): points this test is worth (a parametrised test shares them across its cases)",
         "task(id): the assignment task this test checks, e.g. task('1.2'); select with --task 1.2",
@@ -316,6 +404,8 @@ def pytest_configure(config: pytest.Config) -> None:
         results_path=Path(results) if results else None,
         tasks=list(config.getoption("task", [])),
         only=set(json.loads(config.getoption("course_only", None) or "[]")),
+        no_timeout=bool(config.getoption("no_timeout", False)) and backend == "local",
+        timeouts={str(k): float(v) for k, v in json.loads(config.getoption("course_timeouts", None) or "{}").items()},
     )
 
 
@@ -413,12 +503,38 @@ def _message_of(report: pytest.TestReport) -> tuple[str, str | None]:
     else:
         message = str(longrepr or "")
     location = getattr(report, "course_location", None)
-    message = re.sub(r"^course\.grading\.(?:failures|sandbox)\.\w+: ", "", message)
-    return message[:MAX_PUBLIC_MESSAGE], location
+    message = re.sub(r"^course\.grading\.(?:failures|sandbox|inputs|imports)(?:\.\w+)*\.\w+: ", "", message)
+    # the message may quote anything the student returned or raised: safe text from here on
+    return textsafe.clean(message, MAX_PUBLIC_MESSAGE), textsafe.clean(location, 300) if location else None
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Grading (``--course-fast-reports``): a report with the failure's message only. Rendering
+    pytest's long tracebacks (re-parsing every source file for every frame, tensor reprs) cost
+    about 0.15 s per failed test, so a failing submission cost many times a passing one."""
+    if not item.config.getoption("course_fast_reports", False):
+        return None
+    excinfo = call.excinfo
+    outcome, longrepr = "passed", None
+    if excinfo is not None:
+        if isinstance(excinfo.value, pytest.skip.Exception):
+            outcome = "skipped"
+            longrepr = (str(item.path), item.location[1], str(excinfo.value))
+        else:
+            outcome = "failed"
+            try:
+                text = excinfo.exconly()
+            except Exception:
+                text = type(excinfo.value).__name__
+            longrepr = (str(item.path), item.location[1], text)
+    return pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, outcome, longrepr,
+                             call.when, [], call.duration, call.start, call.stop,
+                             user_properties=item.user_properties)
+
+
+@pytest.hookimpl(hookwrapper=True, specname="pytest_runtest_makereport")
+def pytest_runtest_makereport_record(item: pytest.Item, call: pytest.CallInfo) -> Any:
     outcome = yield
     report = outcome.get_result()
     excinfo = call.excinfo
@@ -426,7 +542,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         exc = excinfo.value
         if isinstance(exc, SubmissionFailure):
             report.course_outcome = exc.outcome
-        err = exc if isinstance(exc, SubmissionError) else None
+        err = exc if isinstance(exc, (SubmissionError, ImportFailed)) else None
         if err is None and isinstance(exc.__context__, SubmissionError):
             err = exc.__context__
         if err is not None and err.location:
@@ -445,7 +561,7 @@ def _record(state: JudgeState, report: pytest.TestReport) -> None:
         if report.skipped:
             message = _skip_reason(report)
             record.outcome = "pending" if message.startswith(PENDING_PREFIX) else "skipped"
-            record.message = message
+            record.message = textsafe.clean(message, MAX_PUBLIC_MESSAGE)
         elif report.failed:
             record.outcome = getattr(report, "course_outcome", "error")
             record.message, record.location = _message_of(report)
@@ -454,7 +570,7 @@ def _record(state: JudgeState, report: pytest.TestReport) -> None:
             record.outcome = "passed"
         elif report.skipped:
             record.outcome = "skipped"
-            record.message = _skip_reason(report)
+            record.message = textsafe.clean(_skip_reason(report), MAX_PUBLIC_MESSAGE)
         else:
             record.outcome = getattr(report, "course_outcome", "failed")
             record.message, record.location = _message_of(report)
@@ -546,7 +662,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(f"{'task':<8} {'passed':>8} {'points':>14}  first failure")
     for row in rows:
         tr.write_line(f"{row['task']:<8} {row['passed']:>3}/{row['tests']:<4} "
-                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {row['first_failure'][:100]}")
+                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {shorten(row['first_failure'], 160)}")
     earned = sum(r.points for r in collected)
     total = sum(r.max_points for r in collected)
     tr.write_line(f"{'total':<8} {sum(r['passed'] for r in rows):>3}/{len(collected):<4} {earned:>6.2f}/{total:<6.2f}")
@@ -566,7 +682,8 @@ def task_table(collected: list[TestResult]) -> list[dict[str, Any]]:
         row["max_points"] += r.max_points
         if r.outcome not in ("passed", "pending") and not row["first_failure"]:
             label = r.message.splitlines()[0] if r.message else ("hidden test failed" if r.hidden else r.outcome)
-            row["first_failure"] = f"{r.name}: {label}"
+            where = f" [at {r.location}]" if r.location and not r.hidden else ""
+            row["first_failure"] = f"{r.name}: {label}{where}"
     return [rows[k] for k in sorted(rows, key=_task_sort_key)]
 
 
@@ -593,9 +710,15 @@ def submission(request: pytest.FixtureRequest) -> Submission:
     if not path.is_dir():
         raise pytest.UsageError(f"--submission {path}: not a folder")
     backend = state.backend_for(path, hidden=_is_hidden(state, Path(request.node.path)))
-    deadline = time.monotonic() + _timeout_of(request.node, state.limits.call_timeout)
+    limit = _timeout_of(request.node, state.limits.call_timeout)
+    calibrated = state.timeouts.get(_display_name(request.node))
+    if calibrated is not None:   # max(k x the solution's time, floor), never above the test's own limit
+        limit = min(limit, calibrated)
+    deadline = time.monotonic() + limit
     if state.submission_started is not None:
         deadline = min(deadline, state.submission_started + state.limits.submission_timeout)
+    if state.no_timeout:
+        deadline = math.inf
     return Submission(backend, deadline=deadline, device=state.device, limits=state.limits)
 
 

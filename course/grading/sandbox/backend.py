@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from course.config import Limits
 from course.grading import wire
+from course.grading.imports import ImportLedger, modules_named_in
 from course.grading.probe_code import probe_spec
 from course.grading.failures import BadReply, SubmissionTimeout, WorkerCrashed, submission_error
 from course.grading.sandbox.constants import INFRASTRUCTURE_ERRORS, SandboxUnavailable
@@ -44,6 +45,7 @@ class SandboxBackend:
         self.host_copy, self.inside = self.pool.scratch_copy(self.slot, self.path)
         self.worker_id: int | None = None
         self.sock: socket.socket | None = None
+        self.imports = ImportLedger(self.path)
 
     @property
     def isolation(self) -> str:
@@ -73,12 +75,14 @@ class SandboxBackend:
         budget = deadline - time.monotonic()
         if budget <= 0:
             raise SubmissionTimeout(f"{label}: no time left in this test's budget")
+        self.last_budget = budget
         try:
             wire.send_frame(sock, frame, budget)
             reply = wire.recv(sock, max_reply, max(0.0, deadline - time.monotonic()))
         except wire.WireTimeout:
             self._stop()
-            raise SubmissionTimeout(f"{label} did not finish within the time limit; the worker was stopped") from None
+            raise SubmissionTimeout(f"{label} did not finish within the time limit ({budget:.0f} s); the worker "
+                                    "was stopped") from None
         except (wire.WireClosed, BrokenPipeError, ConnectionResetError):
             how = self._stop()
             raise WorkerCrashed(f"{label}: the submission's process ended abruptly ({how}): "
@@ -101,16 +105,27 @@ class SandboxBackend:
             raise BadReply(f"{label} returned a value that cannot be graded: {error.get('message', '')}")
         raise submission_error(label, error)
 
+    def _import(self, deadline: float) -> Callable[[str], None]:
+        def load(module: str) -> None:
+            budget = min(deadline, time.monotonic() + self.limits.import_timeout)
+            self._request(f"import {module}", {"op": "import", "module": module}, budget, 2**20)
+        return load
+
     def call(self, target: str, args: tuple, kwargs: dict, deadline: float, max_reply: int,
              observe: bool = False) -> Any:
+        if isinstance(target, str):
+            self.imports.ensure(target.split(".")[0], self._import(deadline))
         message = {"op": "call", "target": target, "args": list(args), "kwargs": dict(kwargs)}
         if observe:
             message["observe"] = True
         return self._request(target, message, deadline, max_reply)
 
     def run(self, probe: Callable[..., Any], args: tuple, kwargs: dict, deadline: float, max_reply: int) -> Any:
+        spec = probe_spec(probe)
+        for module in modules_named_in(spec["source"], self.imports.known):
+            self.imports.ensure(module, self._import(deadline))
         return self._request(f"probe {probe.__name__}",
-                             {"op": "run", "probe": probe_spec(probe), "args": list(args), "kwargs": dict(kwargs)},
+                             {"op": "run", "probe": spec, "args": list(args), "kwargs": dict(kwargs)},
                              deadline, max_reply)
 
     def close(self) -> None:

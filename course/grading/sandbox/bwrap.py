@@ -10,6 +10,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Iterable
 
 from course.grading.sandbox.constants import BWRAP_NAMESPACES, SANDBOX_HOST_TMP, SANDBOX_PKG, SANDBOX_SCRATCH, SANDBOX_SUBMISSION
 
@@ -116,7 +117,9 @@ def _ro_bind_with_parents(argv: list[str], made: set[str], path: str, target: st
     made.add(target)
 
 
-def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str) -> list[str]:
+def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str,
+                binds: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """bwrap's command line; ``binds`` are (host, inside) folders bound writable (the run's cgroups)."""
     argv = ["bwrap", *BWRAP_NAMESPACES, "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in _sandbox_env(threads=1).items():
         argv += ["--setenv", key, value]
@@ -144,6 +147,9 @@ def _bwrap_argv(pkg: Path, scratch: Path, ro_paths: tuple[str, ...], device: str
         _ro_bind_with_parents(argv, made, real, _inside(real))
     _ro_bind_with_parents(argv, made, str(pkg), SANDBOX_PKG)
     argv += ["--bind", str(scratch), SANDBOX_SCRATCH, "--perms", "0755", "--dir", SANDBOX_SUBMISSION]
+    for host, inside in binds:
+        _ro_bind_with_parents(argv, made, host, inside)
+        argv[-3] = "--bind"   # writable: the fork server makes a cgroup per worker there
     if device == "cuda":
         for dev in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(dev), str(dev)]

@@ -13,6 +13,7 @@ from typing import Any
 
 from course.config import Limits
 from course.grading import wire
+from course.grading.sandbox import cgroups
 from course.grading.sandbox.bwrap import _sandbox_env
 from course.grading.sandbox.constants import SANDBOX_SUBMISSION, TMPFS_INODES
 from course.grading.sandbox.linux import (CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWUTS, MS_NODEV,
@@ -24,6 +25,8 @@ def _worker_child(msg: dict[str, Any], data_fd: int, cfg: dict[str, Any]) -> int
     """In the forked child: enter the sandbox, say hello, then serve. Returns an exit code."""
     limits = Limits(**msg["limits"])
     strong = cfg["strong"]
+    if msg.get("cgroup"):   # first of all: from here on the kernel counts everything this worker holds
+        cgroups.join(msg["cgroup"])
     os.setsid()
     _prctl_quiet(PR_SET_PDEATHSIG, signal.SIGKILL)  # the zygote gone: the worker too (Linux)
     if strong:  # already the init of its own PID namespace: when it dies, everything it started dies
@@ -72,6 +75,8 @@ def _enter_mounts(copy: str, scratch: str, uid: int, limits: Limits) -> str:
     options = f"lowerdir={copy},upperdir={SANDBOX_SUBMISSION}/upper,workdir={SANDBOX_SUBMISSION}/work"
     _libc_call("mount", b"overlay", sub, b"overlay", flags, options.encode())
     _libc_call("mount", b"tmpfs", scratch.encode(), b"tmpfs", flags, b"size=4k,nr_inodes=8,mode=0755")
+    if os.path.isdir(cgroups.INSIDE):   # the run's cgroups: the fork server's, never the worker's to see
+        _libc_call("mount", b"tmpfs", cgroups.INSIDE.encode(), b"tmpfs", flags, b"size=4k,nr_inodes=8,mode=0755")
     return SANDBOX_SUBMISSION
 
 
@@ -139,9 +144,14 @@ DENIED_SYSCALLS = (
 )
 
 
-def _seccomp_filter() -> Any:
+# Without cgroups the memory watch cannot see memory held outside the worker's processes: refused.
+UNWATCHED_MEMORY_SYSCALLS = ("memfd_create", "memfd_secret", "shmget")
+
+
+def _seccomp_filter(deny_unwatched_memory: bool = False) -> Any:
     """Defence in depth (the namespaces already cut the network): a filter refusing network sockets
-    and the syscalls in :data:`DENIED_SYSCALLS`, or None without pyseccomp/libseccomp."""
+    and the syscalls in :data:`DENIED_SYSCALLS` (and, with ``deny_unwatched_memory``, those in
+    :data:`UNWATCHED_MEMORY_SYSCALLS`), or None without pyseccomp/libseccomp."""
     try:
         import pyseccomp as seccomp
         f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
@@ -149,7 +159,7 @@ def _seccomp_filter() -> Any:
         return None
     for family in (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_PACKET", 17), getattr(socket, "AF_NETLINK", 16)):
         f.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.EQ, int(family)))
-    for name in DENIED_SYSCALLS:
+    for name in DENIED_SYSCALLS + (UNWATCHED_MEMORY_SYSCALLS if deny_unwatched_memory else ()):
         try:
             f.add_rule(seccomp.ERRNO(errno.EPERM), name)
         except Exception:  # a syscall this architecture or libseccomp does not know

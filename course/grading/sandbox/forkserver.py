@@ -10,6 +10,7 @@ import socket
 import sys
 from typing import Any
 
+from course.grading.sandbox.cgroups import WorkerGroups
 from course.grading.sandbox.constants import MEMORY_POLL
 from course.grading.sandbox.entry import _seccomp_filter, _worker_child
 from course.grading.sandbox.linux import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, _libc_call, _prctl_quiet
@@ -25,7 +26,9 @@ def zygote_main(cfg: dict[str, Any]) -> None:
         except Exception:
             pass  # a missing optional library only costs the workers the import later
     from course.grading import worker  # noqa: F401  (imported before any fork)
-    cfg["seccomp"] = _seccomp_filter()  # built once here; each worker only loads it
+    # built once here; each worker only loads it. Without cgroups, memory the watch cannot see
+    # (SysV shared memory, memfd files) is refused instead.
+    cfg["seccomp"] = _seccomp_filter(deny_unwatched_memory=not cfg.get("cgroup"))
     import gc
     gc.collect()
     gc.freeze()  # the preloaded heap: never traversed by a worker's collector, so never copied on write
@@ -52,7 +55,10 @@ class _ForkServer:
         self.statuses: dict[int, int] = {}             # pid -> wait status of a worker that ended by itself
         self.budgets: dict[int, int] = {}              # pid -> memory limit of live workers
         self.notes: dict[int, str] = {}                # pid -> why this process killed it
-        self.memory = _MemoryPolice()
+        self.memory = _MemoryPolice(count_shared=not cfg.get("cgroup"))
+        self.groups = WorkerGroups(cfg["cgroup"]) if cfg.get("cgroup") else None
+        self.group_of: dict[int, tuple[str, int]] = {}  # pid -> (its cgroup's key, its memory limit)
+        self.spawned = 0
 
     def serve(self) -> None:
         import select
@@ -60,7 +66,7 @@ class _ForkServer:
         while self.slots:
             try:
                 readable, _, _ = select.select(list(self.slots.values()), [], [],
-                                               MEMORY_POLL if self.budgets else 1.0)
+                                               MEMORY_POLL if self.budgets or self.group_of else 1.0)
             except InterruptedError:
                 continue
             self.reap()
@@ -69,6 +75,9 @@ class _ForkServer:
             self.police()
         for pid in self.workers.values():
             _kill_worker(pid, self.statuses, wait=False)
+        for key, _ in self.group_of.values():
+            if self.groups is not None:
+                self.groups.remove(key)
 
     def answer(self, sock: socket.socket) -> None:
         try:
@@ -91,12 +100,22 @@ class _ForkServer:
         uid = int(msg.get("uid", -1))
         if op == "spawn":
             self.clear_slot(uid)
+            memory = int(msg["limits"]["memory"])
+            self.spawned += 1
+            key = f"{uid}-{self.spawned}"
             try:
+                if self.groups is not None:   # the kernel bounds the worker: created before the fork
+                    msg["cgroup"] = self.groups.create(key, memory, int(msg["limits"]["processes"]))
                 pid = _fork_worker(msg, fds[0], list(self.slots), self.cfg)
             except OSError as exc:
+                if self.groups is not None:
+                    self.groups.remove(key)
                 return {"ok": False, "error": str(exc)}
             self.workers[(slot, msg["id"])] = pid
-            self.budgets[pid] = int(msg["limits"]["memory"])
+            if self.groups is not None:
+                self.group_of[pid] = (key, memory)
+            else:
+                self.budgets[pid] = memory
             return {"ok": True}
         if op == "kill":
             pid = self.workers.pop((slot, msg["id"]), None)
@@ -116,6 +135,13 @@ class _ForkServer:
         self.budgets.pop(pid, None)
         status = _kill_worker(pid, self.statuses, wait=wait)
         note = self.notes.pop(pid, None) if pid is not None else None
+        group = self.group_of.pop(pid, None) if pid is not None else None
+        if group is not None and self.groups is not None:
+            key, memory = group
+            if self.groups.hit_limit(key):
+                note = (f"its processes together reached the {memory / 2**20:.0f} MiB memory limit "
+                        "(enforced by the kernel)")
+            self.groups.remove(key)
         return f"{status}: {note}" if note else status
 
     def reap(self) -> None:
@@ -133,6 +159,9 @@ class _ForkServer:
                 self.statuses[pid] = status
             else:
                 self.notes.pop(pid, None)
+                group = self.group_of.pop(pid, None)
+                if group is not None and self.groups is not None:
+                    self.groups.remove(group[0])
 
     def clear_slot(self, uid: int, rounds: int = 200) -> None:
         """Kill whatever a slot's earlier workers left running (strong: by uid; weak: re-parented orphans)."""
@@ -143,6 +172,14 @@ class _ForkServer:
         self.reap()
 
     def police(self) -> None:
+        if self.groups is not None:   # the kernel bounds memory; a worker it had to OOM-kill in dies whole
+            for pid, (key, memory) in list(self.group_of.items()):
+                if pid in self.workers.values() and pid not in self.statuses and pid not in self.notes \
+                        and self.groups.oom_killed(key):
+                    self.notes[pid] = (f"its processes together reached the {memory / 2**20:.0f} MiB memory limit "
+                                       "(enforced by the kernel)")
+                    _signal_tree(pid)
+            return
         self.memory.forget_all_but(self.budgets)
         for pid, limit in list(self.budgets.items()):
             used = self.memory.used(pid, limit)
@@ -150,11 +187,16 @@ class _ForkServer:
                 self.notes[pid] = (f"its processes held {used / 2**20:.0f} MiB of memory together, "
                                    f"over the {limit / 2**20:.0f} MiB limit")
                 self.budgets.pop(pid, None)
-                for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-                    try:
-                        target()
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                _signal_tree(pid)
+
+
+def _signal_tree(pid: int) -> None:
+    """SIGKILL a worker (the init of its PID namespace in strong mode: all of it dies) and its group."""
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _fork_worker(msg: dict[str, Any], data_fd: int, control_fds: list[int], cfg: dict[str, Any]) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from course.config import Limits
 from course.errors import GradingError, IsolationError
 from course.grading import wire
-from course.grading.sandbox import bwrap, constants
+from course.grading.sandbox import bwrap, cgroups, constants
 from course.grading.sandbox.constants import (INFRASTRUCTURE_ERRORS, MAX_COPY_BYTES, MAX_COPY_FILES, PRELOAD, READY_TIMEOUT,
                                               SANDBOX_PKG, SANDBOX_SCRATCH, SETUP_TIMEOUT, UID_BASE, UID_BLOCK, UID_BLOCKS,
                                               SandboxUnavailable)
@@ -113,6 +113,8 @@ class ZygotePool:
         self.uid_base = uid_base
         self._uid_lock = uid_lock
         self.slots = [SlotClient(self, i, s) for i, s in enumerate(slots)]
+        self.groups: cgroups.RunGroups | None = None
+        self.memory_limit_by = "sampling watch"
 
     @classmethod
     def start(cls, jobs: int = 1, *, require_isolation: bool = False, ro_paths: tuple[str, ...] = (),
@@ -147,7 +149,10 @@ class ZygotePool:
         scratch.mkdir(mode=0o711)
         ours, theirs = zip(*(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(jobs)))
         view = bwrap._inside if strong else os.path.realpath   # where the zygote sees the interpreter's files
+        groups, no_groups = cgroups.setup() if os.geteuid() == 0 and sys.platform.startswith("linux") \
+            else (None, "not running as root")
         cfg = {
+            "cgroup": groups.config(inside=strong) if groups else None,
             "slots": [s.fileno() for s in theirs],
             "path": [SANDBOX_PKG if strong else str(pkg), *map(view, [*bwrap._stdlib_paths(), *bwrap._site_packages()])],
             "preload": list(preload),
@@ -160,13 +165,16 @@ class ZygotePool:
         argv = [python, "-I", "-S", "-B", "-c", boot, json.dumps(cfg)]
         env = bwrap._sandbox_env(threads=1)
         if strong:
-            argv = bwrap._bwrap_argv(pkg, scratch, ro_paths, device) + argv
+            argv = bwrap._bwrap_argv(pkg, scratch, ro_paths, device, groups.binds() if groups else ()) + argv
         proc = subprocess.Popen(argv, pass_fds=[s.fileno() for s in theirs], env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
                                 start_new_session=not strong)
         for s in theirs:
             s.close()
         pool = cls(proc, list(ours), "strong" if strong else "weak", reason, run_dir, scratch, uid_base, uid_lock)
+        pool.groups = groups
+        pool.memory_limit_by = (f"kernel (cgroup v{groups.version} per worker)" if groups
+                                else f"sampling watch (no cgroups: {no_groups})")
         try:
             pool.slots[0].sock.settimeout(READY_TIMEOUT)
             data = pool.slots[0].sock.recv(65536)
@@ -249,6 +257,9 @@ class ZygotePool:
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self.groups is not None:
+            self.groups.remove()
+            self.groups = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
         if self._uid_lock is not None:
             os.close(self._uid_lock)  # releases the uid block

@@ -11,29 +11,49 @@ from course.grading.sandbox.constants import MEMORY_EXACT_EVERY
 
 
 class _MemoryPolice:
-    """Private memory of a worker's processes together (the worker and all its descendants).
+    """Memory of a worker's processes together (the worker and all its descendants): the fallback
+    when the kernel cannot bound a worker (no cgroups).
 
     Cheap first: the sum of their anonymous resident memory, which over-counts pages shared
     copy-on-write with the fork server. Only when that sum exceeds the limit are the exact private
-    pages read (smaps_rollup), at most every :data:`MEMORY_EXACT_EVERY` seconds per worker.
+    pages read (smaps_rollup), at most every :data:`MEMORY_EXACT_EVERY` seconds per worker. With
+    ``count_shared`` the worker's shared memory (anonymous shared mappings) and the files in its
+    private tmpfs mounts (/tmp, /submission) count too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count_shared: bool = True) -> None:
         self.exact_at: dict[int, float] = {}
+        self.count_shared = count_shared
 
     def forget_all_but(self, workers: dict[int, int]) -> None:
         self.exact_at = {pid: t for pid, t in self.exact_at.items() if pid in workers}
 
     def used(self, worker: int, limit: int) -> int:
         members = _descendants(worker)
-        rough = sum(_status_kib(pid, "RssAnon") for pid in members) * 1024
+        shared = 0
+        if self.count_shared:
+            shared = sum(_status_kib(pid, "RssShmem") for pid in members) * 1024 + _tmpfs_bytes(worker)
+        rough = sum(_status_kib(pid, "RssAnon") for pid in members) * 1024 + shared
         if rough <= limit:
             return rough
         now = time.monotonic()
         if now - self.exact_at.get(worker, 0.0) < MEMORY_EXACT_EVERY:
             return 0
         self.exact_at[worker] = now
-        return sum(_private_kib(pid) for pid in members) * 1024
+        return sum(_private_kib(pid) for pid in members) * 1024 + shared
+
+
+def _tmpfs_bytes(worker: int) -> int:
+    """Bytes held in the worker's own tmpfs mounts (strong mode), seen through its root."""
+    total = 0
+    for mount in ("tmp", "submission"):
+        try:
+            st = os.statvfs(f"/proc/{worker}/root/{mount}")
+        except OSError:
+            continue
+        if st.f_blocks and st.f_blocks < (1 << 40):
+            total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total
 
 
 def _descendants(root: int, limit: int = 4096) -> list[int]:
