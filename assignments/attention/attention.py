@@ -83,8 +83,9 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
 
     The output equals ``torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
     is_causal=causal, scale=scale)``; unlike torch, this version also returns the weights. Use the
-    three functions above, and no Python loop over tokens: one batched matrix product does all
-    queries at once.
+    three functions above, and no Python loop: one batched matrix product does all queries at once.
+    The grader reads your source: this function and everything it calls contain no ``for`` or
+    ``while`` loop, comprehension or ``map`` over the data (a literal tuple or ``.shape`` is fine).
 
     Args:
         q: queries, shape ``(..., seq_q, d)``.

@@ -9,7 +9,8 @@ Dimension names, used the same way in every docstring:
 * ``head_dim``: the width of one head's queries and keys (rotary encodings work per head).
 
 Precision: compute angles (position times frequency) in float64 and convert only the final sines
-and cosines to float32. In float32 an angle near 2000 is off by about 1e-4, and so are its sines.
+and cosines to float32. float32 numbers near 2000 are about 0.00012 apart, so a float32 angle near
+2000 (and the rounded frequency it came from) can be off by about 1e-4, and so can its sine.
 """
 
 from __future__ import annotations

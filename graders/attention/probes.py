@@ -1,9 +1,9 @@
-"""Probes for `attention`: they run next to the student's code and return data only.
+"""Probes for `attention`: they run next to the student's code and return raw data only.
 
-No expected values and no asserts here: the tests in this folder decide.
+No expected values, comparisons or verdicts here: everything a probe returns is the student's
+output (tensors, shapes, names, device names) for inputs the test chose; the tests in this folder
+decide, against their own oracle.
 """
-
-import time
 
 import torch
 
@@ -19,20 +19,35 @@ def _build_mha(d_model, n_heads, bias, state, dtype):
 
 
 def mha_forward(d_model, n_heads, bias, state, x, mask=None, causal=False):
-    """The student's MultiHeadAttention with the given projection weights, run on ``x``."""
+    """The student's MultiHeadAttention with the given projection weights, run on ``x``; also
+    ``x`` and ``mask`` as the forward pass left them."""
     module = _build_mha(d_model, n_heads, bias, state, x.dtype)
     with torch.no_grad():
         out, weights = module(x, mask=mask, causal=causal)
-    return out, weights
+    return {"out": out, "weights": weights, "x_after": x, "mask_after": mask}
+
+
+def mha_gradients(d_model, n_heads, state, x, grad_out, mask=None, causal=False):
+    """Gradients of ``(out * grad_out).sum()`` for the input and every parameter of the student's
+    MultiHeadAttention (float64), as autograd computed them in the student's code."""
+    module = _build_mha(d_model, n_heads, True, state, torch.float64)
+    x = x.detach().clone().requires_grad_(True)
+    out, _ = module(x, mask=mask, causal=causal)
+    (out * grad_out).sum().backward()
+    return {"out": out.detach(), "x_grad": x.grad,
+            "param_grads": {name: p.grad for name, p in module.named_parameters()}}
 
 
 def mha_parameters(d_model, n_heads, bias):
-    """Name -> (shape, requires_grad) of every parameter, and the names of the submodules."""
+    """Name -> (shape, requires_grad) of every parameter, each child's class name, and the
+    parameters' dtypes after ``module.to(torch.float64)`` (what an nn.Module does)."""
     import attention
     module = attention.MultiHeadAttention(d_model, n_heads, bias=bias)
     params = {name: (tuple(p.shape), bool(p.requires_grad)) for name, p in module.named_parameters()}
-    linears = {name: type(m).__name__ for name, m in module.named_children()}
-    return {"parameters": params, "children": linears, "is_module": isinstance(module, torch.nn.Module)}
+    children = {name: type(m).__name__ for name, m in module.named_children()}
+    module = module.to(torch.float64)
+    dtypes = {name: str(p.dtype) for name, p in module.named_parameters()}
+    return {"parameters": params, "children": children, "dtypes_after_to_float64": dtypes}
 
 
 def mha_construct(d_model, n_heads):
@@ -42,82 +57,62 @@ def mha_construct(d_model, n_heads):
     return None
 
 
-def sdpa_gradcheck(q, k, v, mask=None, causal=False, scale=None):
-    """torch.autograd.gradcheck of the student's attention output with respect to q, k and v."""
+def mha_on_meta(d_model, n_heads, batch, seq, causal):
+    """The student's module moved to the ``meta`` device and run on a meta input: the devices and
+    shapes of what comes out (meta tensors carry no values, so nothing else can be returned)."""
     import attention
-    inputs = tuple(t.detach().clone().requires_grad_(True) for t in (q, k, v))
-
-    def fn(q_, k_, v_):
-        return attention.scaled_dot_product_attention(q_, k_, v_, mask=mask, causal=causal, scale=scale)[0]
-
-    return bool(torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, raise_exception=False))
-
-
-def mha_gradcheck(d_model, n_heads, state, x, mask=None, causal=False):
-    """gradcheck of the student's MultiHeadAttention (float64) with respect to its input."""
-    module = _build_mha(d_model, n_heads, True, state, torch.float64)
-    x = x.detach().clone().to(torch.float64).requires_grad_(True)
-
-    def fn(x_):
-        return module(x_, mask=mask, causal=causal)[0]
-
-    return bool(torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, raise_exception=False))
-
-
-def call_without_torch_shortcuts(function, *args, **kwargs):
-    """``attention.<function>(*args, **kwargs)`` while torch's own attention and softmax raise if called."""
-    import attention
-    import torch.nn.functional as F
-
-    def refuse(*_args, **_kwargs):
-        raise RuntimeError("this task must not call torch's built-in attention or softmax "
-                           "(F.scaled_dot_product_attention, nn.MultiheadAttention, softmax)")
-
-    owners = [(F, "scaled_dot_product_attention"), (torch.nn.MultiheadAttention, "forward"),
-              (torch, "softmax"), (F, "softmax"), (torch.Tensor, "softmax"), (torch.special, "softmax")]
-    missing = object()
-    saved = [(owner, name, vars(owner).get(name, missing)) for owner, name in owners]
-    for owner, name, _ in saved:
-        setattr(owner, name, refuse)
-    try:
-        return getattr(attention, function)(*args, **kwargs)
-    finally:
-        for owner, name, original in saved:
-            if original is missing:  # inherited (Tensor.softmax): drop the override
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-
-
-def time_attention(shape, repeats, causal=False):
-    """Best wall time (seconds) of the student's attention and of torch's math-backend SDPA, same inputs.
-
-    The two are timed alternately in this process, so they share the machine's load.
-    """
-    import attention
-    import torch.nn.functional as F
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(*shape, generator=gen) for _ in range(3))
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # older torch: its CPU SDPA is the math backend anyway
-        sdpa_kernel = None
-
-    def reference():
-        if sdpa_kernel is None:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        with sdpa_kernel(SDPBackend.MATH):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-    def student():
-        return attention.scaled_dot_product_attention(q, k, v, causal=causal)
-
-    best = {"student": float("inf"), "torch": float("inf")}
+    module = attention.MultiHeadAttention(d_model, n_heads).to("meta")
+    x = torch.empty(batch, seq, d_model, device="meta")
     with torch.no_grad():
-        reference(), student()  # warm-up
-        for _ in range(repeats):
-            for name, fn in (("torch", reference), ("student", student)):
-                start = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
+        out, weights = module(x, causal=causal)
+    return {"out": (str(out.device), tuple(out.shape)), "weights": (str(weights.device), tuple(weights.shape))}
+
+
+def sdpa_gradients(q, k, v, grad_out, mask=None, causal=False, scale=None):
+    """The student's attention on copies of q, k, v that require grad: the output and autograd's
+    gradients of ``(output * grad_out).sum()`` for q, k and v (None where none reached them)."""
+    import attention
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out, _ = attention.scaled_dot_product_attention(*leaves, mask=mask, causal=causal, scale=scale)
+    (out * grad_out).sum().backward()
+    return {"out": out.detach(), "grads": [t.grad for t in leaves]}
+
+
+def sdpa_on_meta(lead, seq_q, seq_k, d, mask_shape, causal):
+    """The student's attention on ``meta`` tensors: devices and shapes of the output and weights."""
+    import attention
+    q = torch.empty(*lead, seq_q, d, device="meta")
+    k = torch.empty(*lead, seq_k, d, device="meta")
+    v = torch.empty(*lead, seq_k, d, device="meta")
+    mask = None if mask_shape is None else torch.ones(*mask_shape, dtype=torch.bool, device="meta")
+    out, weights = attention.scaled_dot_product_attention(q, k, v, mask=mask, causal=causal)
+    return {"out": (str(out.device), tuple(out.shape)), "weights": (str(weights.device), tuple(weights.shape))}
+
+
+def causal_mask_devices(seq_len):
+    """Device, dtype and shape of ``causal_mask(seq_len, device=...)`` for ``"meta"`` and for ``None``."""
+    import attention
+    found = {}
+    for name, device in (("meta", "meta"), ("none", None)):
+        mask = attention.causal_mask(seq_len, device=device)
+        found[name] = (str(mask.device), str(mask.dtype), tuple(mask.shape))
+    return found
+
+
+def call_on_strided(function, tensors, strides_from, kwargs):
+    """``attention.<function>`` on non-contiguous views: each tensor is rebuilt as a view of a
+    larger buffer (the test's values, other strides), as slices and transposes make them."""
+    import attention
+    views = []
+    for t, how in zip(tensors, strides_from):
+        if how == "transposed":      # the same values, stored column-major in the last two axes
+            views.append(t.transpose(-2, -1).contiguous().transpose(-2, -1))
+        elif how == "heads":         # (batch, heads, seq, d) cut from a (batch, seq, heads, d) buffer, as split_heads does
+            views.append(t.transpose(1, 2).contiguous().transpose(1, 2))
+        elif how == "sliced":        # every other element of a buffer twice as wide
+            wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+            wide[..., ::2] = t
+            views.append(wide[..., ::2])
+        else:
+            views.append(t)
+    return getattr(attention, function)(*views, **kwargs)
