@@ -305,3 +305,20 @@ def test_grading_plans_calibrated_limits_from_the_reference_timings(toy):
         jobs, _ = api.plan_grading(course, gb, None, None, force=False, only_pending=False)
     [job] = jobs
     assert dict(job.timeouts) == {"test_hidden_vecops.py::test_accumulator": spec.limits.timeout_floor}
+
+
+def test_the_grading_seed_depends_on_content_and_graders_only(tmp_path):
+    from course import api
+    from course.grading.runner import Job, content_seed, spec_for
+    from conftest import TOY
+    course = api.load_course(TOY / "course.yml")
+    spec = spec_for(course, "vecops")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "vecops.py").write_text("x = 1\n")
+    assert content_seed(Job("a", spec, a)) == content_seed(Job("b", spec, b))      # same bytes, same inputs
+    (b / "vecops.py").write_text("x = 2\n")
+    assert content_seed(Job("a", spec, a)) != content_seed(Job("b", spec, b))
+    from dataclasses import replace
+    assert content_seed(Job("a", replace(spec, version="other"), a)) != content_seed(Job("a", spec, a))

@@ -95,6 +95,7 @@ LOOPS_OK = [
     "def sdpa(q, k, v):\n    s = q @ k.transpose(-2, -1)\n    return s.softmax(-1) @ v\n",
     "def sdpa(q, k, v):\n    q, k, v = (t.float() for t in (q, k, v))\n    return q @ k.transpose(-2, -1) @ v\n",
     "def sdpa(q, k, v):\n    shape = [max(a, b) for a, b in zip(q.shape, k.shape)]\n    return q\n",
+    "import torch.nn.functional as F\ndef sdpa(q, k, v):\n    return F.sdpa(q, k, v)\n",   # not a call to itself
 ]
 LOOPS_BAD = [
     "def sdpa(q, k, v):\n    rows = []\n    for i in range(q.shape[-2]):\n        rows.append(q[..., i, :] @ k.T)\n    return rows\n",

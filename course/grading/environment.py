@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "safetensors", "numpy", "accelerate", "tokenizers")
-SEED_SCHEME = "rng fixture: sha256(run seed : test node id), run seed secret per grading"
+SEED_SCHEME = ("rng fixture: sha256(run seed : test node id); run seed: sha256(grader version : submission "
+               "content), so the same bytes get the same inputs and students cannot know them")
 MANIFEST = "grading-environment.json"
 
 

@@ -355,7 +355,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--course-timeouts", default=None, metavar="JSON",
                     help="calibrated time limits per test name (from the solution's times in course validate)")
     group.addoption("--course-seed", type=int, default=None,
-                    help="seed of the rng fixture (default: 0 locally, secret and random in the sandbox)")
+                    help="seed of the rng fixture (default: 0 locally, random in the sandbox; course grade derives it "
+                         "from the grader version and the submission's content)")
 
 
 def _no_dtensor_unwrapping() -> None:

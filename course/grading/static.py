@@ -282,7 +282,7 @@ def python_loops(index: SourceIndex, target: str) -> list[Finding]:
             elif isinstance(n, ast.Call) and _call_name(n.func) in LOOP_CALLS:
                 found.append(Finding(module.file, n.lineno, f"{_call_name(n.func)}(...)"))
             elif isinstance(n, ast.Call) and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
-                    and _call_name(n.func) == node.name:
+                    and isinstance(n.func, ast.Name) and n.func.id == node.name:   # F.x(...) is another x
                 found.append(Finding(module.file, n.lineno, f"{node.name} calls itself"))
     return _unique(found)
 
