@@ -196,7 +196,7 @@ def test_serve_answers_until_closed_and_refuses_oversized_replies(student):
         assert reply["ok"] is False and reply["error"]["type"] == "wire" and "byte cap" in reply["error"]["message"]
         wire.send(ours, {"op": "call", "target": f"{name}.unencodable", "args": [], "kwargs": {}})
         reply = wire.recv(ours, 2**20, 10)
-        assert reply["error"]["message"].startswith("result: a builtins.object cannot cross")
+        assert reply["error"]["message"].startswith("result: an object of type builtins.object cannot cross")
     finally:
         ours.close()
         server.join(10)
