@@ -47,6 +47,13 @@ class Graded:
     notes: list[str] = field(default_factory=list)   # from collect: modules renamed or missing, flagged dates
     group: str | None = None                  # the group whose submission this is
     members: list[str] = field(default_factory=list)  # the group's members (this student included)
+    adjustments: list[Any] = field(default_factory=list)   # overrides in force (course.ledger.Adjustment)
+    slip_days: int = 0                        # slip days this assignment took (course.late)
+    slip_left: int | None = None              # slip days left for the course (None: no slip days)
+    slip_note: str = ""
+    hidden_view: str = "names"                # what is shown of hidden tests (course.visibility)
+    hidden_note: str = ""                     # why hidden feedback is limited, and until when
+    frozen: tuple[float, float] | None = None # (raw, final) of the full record, kept by a limited view
 
     @property
     def time_unknown(self) -> bool:
@@ -54,12 +61,42 @@ class Graded:
         return self.submitted_at_source == "lms-late-flag"
 
     @property
-    def raw(self) -> float:
+    def graded_raw(self) -> float:
+        """The tests' and the TAs' points, before overrides and the late penalty."""
         return round(sum(r.points for r in self.results) + sum(m["score"] or 0.0 for m in self.manual), 4)
 
     @property
+    def raw(self) -> float:
+        """The score before the late penalty: graded points with task overrides and deltas applied."""
+        if self.frozen is not None:
+            return self.frozen[0]
+        if not self.adjustments:
+            return self.graded_raw
+        tasks = {a.task: a.value for a in self.adjustments if a.mode == "task"}   # the latest per task wins
+        total = sum(r.points for r in self.results if r.task not in tasks) + sum(tasks.values())
+        total += sum(m["score"] or 0.0 for m in self.manual) + sum(a.value for a in self.adjustments if a.mode == "delta")
+        if not any(a.extra_credit for a in self.adjustments):
+            total = min(total, self.max_points)
+        return round(max(0.0, total), 4)
+
+    @property
+    def override_points(self) -> float | None:
+        """The final score set by ``course override --points`` (the latest in force), if any."""
+        points = [a.value for a in self.adjustments if a.mode == "points"]
+        return points[-1] if points else None
+
+    @property
     def final(self) -> float:
+        if self.frozen is not None:
+            return self.frozen[1]
+        if self.override_points is not None:
+            return round(self.override_points, 4)
         return round(self.raw * (1.0 - self.penalty), 4)
+
+    @property
+    def score_withheld(self) -> bool:
+        """Hidden tests are not shown at all: the total would tell their points, so it is not shown either."""
+        return self.hidden_view == "none" and any(r.hidden for r in self.results) or self.hidden_view == "withheld"
 
     @property
     def pending(self) -> int:
@@ -101,60 +138,85 @@ def graded_from_results(course: Course | None, student: str, slug: str, results:
                   penalty=penalty)
 
 
-def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
+def load_graded(course: Course, gradebook: Any, slugs: Sequence[str] | None = None,
                 students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
-    """The current grade of every (student, assignment), from the gradebook.
+    """The current grade of every (student, assignment), from the gradebook and its ledger.
 
     Every active roster student is listed (with status ``missing`` where nothing was collected);
     a group submission counts for each of its members, each with their own due date and penalty.
+    The attempt that counts follows ``grade_attempt``; overrides, slip days (over every assignment of
+    the course, in due-date order) and accommodations are applied here, so every export agrees.
+    ``gradebook`` may be a :class:`course.ledger.AsOf` view (a history's past).
     """
+    from course import late, ledger
     from course import roster as roster_mod
     assignments = course.select(list(slugs) if slugs else None)
+    selected = {a.slug for a in assignments}
     roster = roster_mod.load(course.paths.roster)
-    all_subs = gradebook.submissions([a.slug for a in assignments])
-    subs = {(s.student, s.slug): s for s in all_subs if not students or s.student in students}
-    shared: dict[tuple[str, str], list[Any]] = {}
-    for s in all_subs:
+    by_owner: dict[tuple[str, str], list[Any]] = {}
+    for s in gradebook.submissions(course.slugs, latest_only=False):
+        by_owner.setdefault((s.student, s.slug), []).append(s)
+    latest = {k: v[-1] for k, v in by_owner.items()}
+    subs = {k: s for k, s in latest.items() if k[1] in selected and (not students or k[0] in students)}
+    shared: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for k, s in latest.items():
         for m in s.member_list:
             if m != s.student:
-                shared.setdefault((m, s.slug), []).append(s)
-    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, _ in shared}
+                shared.setdefault((m, s.slug), []).append(k)
+    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, slug in shared if slug in selected}
     known |= {r.id for r in roster.active}
     dropped = {r.id for r in roster if not r.active}
     everyone = sorted(set(students) if students else {s for s in known if s not in dropped or
                                                        any(k[0] == s for k in subs)})
-    out = []
-    for a in assignments:
-        for student in everyone:
-            candidates = [c for c in (subs.get((student, a.slug)), *shared.get((student, a.slug), [])) if c]
-            sub = max(candidates, key=lambda c: c.submitted_at) if candidates else None
-            due = course.due_for(student, a.slug)
-            ext = next((e for e in course.extensions if e.student == student and e.assignment == a.slug), None)
-            if sub is None:
-                if include_missing:
-                    out.append(Graded(student, a.slug, a.title, a.points, "missing", due=due.isoformat(),
-                                      extension=ext.reason if ext else None))
-                continue
-            late_by = max(0.0, (dt.datetime.fromisoformat(sub.submitted_at) - due).total_seconds())
-            g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
-                       submitted_at=sub.submitted_at, late_by=late_by,
-                       penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
-                       extension=(ext.reason or "extension") if ext else None,
-                       submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
-                       group=sub.group_name, members=sub.member_list)
-            grading = gradebook.current_grading(sub.id)
-            if grading is not None:
-                g.status = "graded"
-                g.results = gradebook.results(grading.id)
-                g.duration = grading.duration or 0.0
-                g.isolation = grading.isolation
-            else:
-                err = gradebook.last_error(sub.id)
-                if err is not None:
-                    g.status, g.message = "error", err.message or ""
-            g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
-            out.append(g)
-    return out
+    book = ledger.Book.load(gradebook)
+    slip = course.late_policy.slip_days > 0
+    table: dict[tuple[str, str], Graded] = {}
+    for student in everyone:
+        mine = {}
+        for a in (course.assignments if slip else assignments):
+            owners = [k for k in [(student, a.slug), *shared.get((student, a.slug), [])] if k in by_owner]
+            mine[a.slug] = _graded_one(course, gradebook, book, a, student, [by_owner[k] for k in owners])
+        if slip:
+            late.apply_slip_days(course, mine, book.pins(student))
+        for slug, g in mine.items():
+            table[(student, slug)] = g
+    return [table[(student, a.slug)] for a in assignments for student in everyone
+            if include_missing or table[(student, a.slug)].status != "missing"]
+
+
+def _graded_one(course: Course, gradebook: Any, book: Any, a: Any, student: str,
+                candidates: list[list[Any]]) -> Graded:
+    """One student's record of one assignment, from the attempts of their own and their groups'."""
+    from course import late
+    due = course.due_for(student, a.slug)
+    ext = course.extension_for(student, a.slug)
+    chosen = [c for c in (late.choose(a, attempts, due, course.late_policy, gradebook) for attempts in candidates) if c]
+    sub = max(chosen, key=lambda c: c.submitted_at) if chosen else None
+    if sub is None:
+        g = Graded(student, a.slug, a.title, a.points, "missing", due=due.isoformat(),
+                   extension=ext.reason if ext else None)
+        g.adjustments = book.adjustments(student, a.slug)
+        return g
+    late_by = late.late_by(sub, due)
+    g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
+               submitted_at=sub.submitted_at, late_by=late_by,
+               penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
+               extension=(ext.reason or "extension") if ext else None,
+               submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
+               group=sub.group_name, members=sub.member_list)
+    grading = gradebook.current_grading(sub.id)
+    if grading is not None:
+        g.status = "graded"
+        g.results = gradebook.results(grading.id)
+        g.duration = grading.duration or 0.0
+        g.isolation = grading.isolation
+    else:
+        err = gradebook.last_error(sub.id)
+        if err is not None:
+            g.status, g.message = "error", err.message or ""
+    g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
+    g.adjustments = book.adjustments(student, a.slug)
+    return g
 
 
 def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None) -> float | None:
@@ -165,6 +227,8 @@ def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None
     instructor sets it). A student with no submission scores 0 once their due date has passed if
     the course's ``missing:`` policy is ``zero``, blank otherwise; anything not graded yet is blank.
     """
+    if g.override_points is not None:
+        return g.final                        # staff set the score: it stands whatever the status
     if g.status == "graded":
         return None if g.time_unknown else g.final
     if g.status == "missing" and missing == "zero" and g.due:
