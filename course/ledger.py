@@ -577,7 +577,7 @@ def _describe(e: Entry) -> str:
         score = "needs manual grading" if e.value is None else f"{_fmt(e.value)}/{_fmt(e.max_value)}"
         return f"manual score of {e.item}: {score}"
     if e.kind == "request":
-        return f"regrade request #{e.id}: {e.reason}"
+        return f"regrade request #{e.id} filed"
     if e.kind == "reject":
         return f"regrade request #{e.ref} rejected"
     if e.kind == "extension":

@@ -96,7 +96,14 @@ class Graded:
     @property
     def score_withheld(self) -> bool:
         """Hidden tests are not shown at all: the total would tell their points, so it is not shown either."""
-        return self.hidden_view == "none" and any(r.hidden for r in self.results) or self.hidden_view == "withheld"
+        return self.hidden_view == "none"
+
+    @property
+    def public_points(self) -> tuple[float, float]:
+        """(points, max points) of the public tests and manual items: what a withheld score still shows."""
+        rows = [r for r in self.results if not r.hidden]
+        return (round(sum(r.points for r in rows) + sum(m["score"] or 0.0 for m in self.manual), 4),
+                round(sum(r.max_points for r in rows) + sum(m["max_score"] or 0.0 for m in self.manual), 4))
 
     @property
     def pending(self) -> int:
@@ -300,11 +307,38 @@ def _lateness(g: Graded, course: Course | None) -> str:
         return "on time"
     hours = g.late_by / 3600
     text = f"{hours:.1f} h late"
+    if g.slip_days:
+        text += f", {g.slip_days} slip day(s) spent"
     if g.penalty >= 1.0:
         return text + ": past the last accepted day, the score is zero"
     if g.penalty > 0:
         return text + f": late penalty {g.penalty * 100:.0f} %"
-    return text + " (within the grace period: no penalty)"
+    return text + (": no penalty" if g.slip_days else " (within the grace period: no penalty)")
+
+
+def score_text(g: Graded) -> str:
+    """The score as a student may see it: withheld when the hidden tests are not shown."""
+    if g.score_withheld:
+        points, most = g.public_points
+        return f"not shown yet (public tests: {_fmt(points)} / {_fmt(most)})"
+    return f"{_fmt(g.final)} / {_fmt(g.max_points)}"
+
+
+def staff_lines(g: Graded) -> list[tuple[str, str]]:
+    """(what, reason) for each override in force and the slip days: plain text, escape where written."""
+    out = []
+    for a in g.adjustments:
+        who = f" by {a.by}" if a.by else ""
+        out.append((f"Adjusted{who} (#{a.id}): {a.describe()}", a.reason))
+    if g.slip_left is not None:
+        out.append((f"Slip days: {g.slip_days} spent on this assignment, {g.slip_left} left for the course"
+                    + (f" ({g.slip_note})" if g.slip_note else ""), ""))
+    return out
+
+
+def _hidden_header(g: Graded) -> str:
+    from course import visibility
+    return visibility.describe(g.hidden_view)
 
 
 # ------------------------------------------------------------------ feedback
@@ -319,8 +353,12 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     if g.status != "graded":
         lines += [f"- Status: {g.status}. {('The grader will retry it.' if g.status == 'error' else '')}", ""]
         return "\n".join(lines)
-    lines.append(f"- **Score: {_fmt(g.final)} / {_fmt(g.max_points)}**"
-                 + (f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""))
+    lines.append(f"- **Score: {score_text(g)}**"
+                 + (f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty and not g.score_withheld else ""))
+    for what, why in staff_lines(g):
+        lines.append(f"- {textsafe.one_line(what)}" + (f": {_span(why)}" if why else ""))
+    if g.hidden_note:
+        lines.append(f"- Hidden tests: {textsafe.one_line(g.hidden_note)}")
     if g.pending:
         lines.append(f"- {g.pending} GPU test(s) are pending: they are graded on a GPU machine later.")
     if g.needs_manual:
@@ -342,7 +380,7 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
         lines += ["", *_code_block(r.message or r.outcome, 30), ""]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
-        lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only.", "",
+        lines += ["", "## Hidden tests", "", _hidden_header(g), "",
                   "| test | task | outcome | points |", "| --- | --- | --- | --- |"]
         for r in hidden:
             lines.append(f"| {_cell(r.name)} | {textsafe.one_line(r.task)} | {r.outcome} | "
@@ -371,8 +409,14 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
     if g.status != "graded":
         parts.append(f"<p>Status: {e(g.status)}</p></body></html>")
         return "".join(parts)
-    raw = f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""
-    parts.append(f"<p class='score'>Score: {_fmt(g.final)} / {_fmt(g.max_points)}{e(raw)}</p>")
+    raw = f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty and not g.score_withheld else ""
+    parts.append(f"<p class='score'>Score: {e(score_text(g))}{e(raw)}</p>")
+    staff = staff_lines(g)
+    if staff:
+        parts.append("<ul class='staff'>" + "".join(f"<li>{e(what)}" + (f": <q>{e(why)}</q>" if why else "") + "</li>"
+                                                   for what, why in staff) + "</ul>")
+    if g.hidden_note:
+        parts.append(f"<p class='pending'>Hidden tests: {e(g.hidden_note)}</p>")
     if g.pending:
         parts.append(f"<p class='pending'>{g.pending} GPU test(s) pending: graded on a GPU machine later.</p>")
     if g.needs_manual:
@@ -394,7 +438,7 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
                      f"<p>task {e(str(r.task))}{where}</p><pre>{e(r.message or r.outcome)}</pre>")
     hidden = [r for r in g.results if r.hidden]
     if hidden:
-        parts.append("<h2>Hidden tests</h2><p>Hidden tests are shown by name, outcome and points only.</p>"
+        parts.append(f"<h2>Hidden tests</h2><p>{e(_hidden_header(g))}</p>"
                      "<table><tr><th>test</th><th>task</th><th>outcome</th><th>points</th></tr>")
         for r in hidden:
             parts.append(f"<tr><td><code>{e(r.name)}</code></td><td>{e(str(r.task))}</td>"
@@ -463,13 +507,16 @@ def gradescope_results(g: Graded) -> dict[str, Any]:
             "visibility": "after_published" if r.hidden else "visible",
             "tags": [f"task {r.task}"] + (["pending"] if r.outcome == "pending" else []) + [r.outcome],
         })
-    summary = [f"{g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}"]
-    if g.penalty:
+    summary = [f"{g.title}: {score_text(g)}"]
+    if g.penalty and not g.score_withheld:
         summary.append(f"late: {_lateness(g, None)}")
+    summary += [what + (f": {textsafe.one_line(why)}" if why else "") for what, why in staff_lines(g)]
+    if g.hidden_note:
+        summary.append(f"Hidden tests: {g.hidden_note}")
     if g.pending:
         summary.append(f"{g.pending} GPU test(s) pending")
     return {
-        "score": round(g.final, 4),
+        "score": round(g.public_points[0] if g.score_withheld else g.final, 4),
         "execution_time": round(g.duration, 3),
         "output": "\n".join(summary),
         "output_format": "text",
@@ -512,8 +559,10 @@ def junit_xml(graded: Sequence[Graded]) -> str:
 
 def ci_summary(g: Graded) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: points per task, public failures, hidden by name and outcome."""
-    lines = [f"## {textsafe.one_line(g.title)}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
-             "| --- | --- | --- |"]
+    lines = [f"## {textsafe.one_line(g.title)}: {score_text(g)}", ""]
+    if g.hidden_note:
+        lines += [f"Hidden tests: {textsafe.one_line(g.hidden_note)}", ""]
+    lines += ["| task | tests passed | points |", "| --- | --- | --- |"]
     for t in tasks(g):
         lines.append(f"| {t['task']} | {t['passed']}/{t['tests']} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
     failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
@@ -524,7 +573,7 @@ def ci_summary(g: Graded) -> str:
                       *_code_block(r.message or "", 20)]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
-        lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
+        lines += ["", "### Hidden tests", "", _hidden_header(g), "", "| test | outcome |", "| --- | --- |"]
         lines += [f"| {_cell(r.name)} | {r.outcome} |" for r in hidden]
     return "\n".join(lines) + "\n"
 
