@@ -492,14 +492,12 @@ def regrade_request_command(student, slug, message, reject, reason, by, course_f
 def requests_command(open_only: bool, course_file: Path | None) -> None:
     """Regrade requests: who asked what, and how each was closed (by an override or a rejection)."""
     rows = api.requests(_course(course_file), open_only=open_only)
-    table = Table(title=f"regrade requests ({len(rows)}{' open' if open_only else ''})")
-    for col in ("id", "filed", "student", "assignment", "message", "status", "closed by"):
-        table.add_column(col, overflow="fold")
+    console.print(f"{len(rows)} regrade request(s){' open' if open_only else ''}")
     for r in rows:
-        closed = f"#{r.closed_by.id} {r.closed_by.kind}: {r.closed_by.reason}" if r.closed_by else ""
-        table.add_row(str(r.id), r.at, term(r.student), term(r.slug), term(r.message, 500), r.status,
-                      term(closed, 300))
-    console.print(table)
+        closed = f" -> #{r.closed_by.id} {r.closed_by.kind}: {term(r.closed_by.reason, 300)}" if r.closed_by else ""
+        console.print(f"#{r.id} [{'yellow' if r.status == 'open' else 'dim'}]{r.status}[/] {term(r.student)}/"
+                      f"{term(r.slug)} filed {r.at[:19].replace('T', ' ')}" + (f" by {term(r.by)}" if r.by else "")
+                      + f": {term(r.message, 1000)}{closed}", soft_wrap=True)
 
 
 @main.command("history")
@@ -509,13 +507,13 @@ def requests_command(open_only: bool, course_file: Path | None) -> None:
 def history_command(student: str, slug: str | None, course_file: Path | None) -> None:
     """Every attempt, grading, override, manual score, extension and request of STUDENT, in order."""
     steps = api.history(_course(course_file), student, slug)
-    table = Table(title=f"history of {term(student)}" + (f" on {slug}" if slug else ""))
-    for col in ("when", "assignment", "what", "by", "reason", "score after"):
-        table.add_column(col, overflow="fold")
+    console.print(f"history of {term(student)}" + (f" on {slug}" if slug else "") + f": {len(steps)} step(s); "
+                  "the score after each is what every export would write")
     for st in steps:
-        table.add_row(st.at, term(st.slug), term(st.text, 500), term(st.by or ""), term(st.reason, 500),
-                      "blank" if st.score is None else f"{st.score:g}")
-    console.print(table)
+        score = "blank" if st.score is None else f"{st.score:g}"
+        console.print(f"{st.at[:19].replace('T', ' ')}  {term(st.slug)}  {term(st.text, 500)}"
+                      + (f" (by {term(st.by)})" if st.by else "") + (f": {term(st.reason, 500)}" if st.reason else "")
+                      + f"  -> {score}", soft_wrap=True)
 
 
 @main.command("slip-days")

@@ -134,7 +134,8 @@ TRIGGERS = [
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # microseconds: a history (course/ledger.py) orders collections and gradings by these times
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)

@@ -506,13 +506,14 @@ def history(course: Course, gb: Gradebook, student: str, slug: str | None = None
     subs = [s for s in gb.submissions(slugs, latest_only=False) if s.student == student or student in s.member_list]
     base: list[tuple[dt.datetime, int, int, Step]] = []
     for s in subs:
-        at = _parse(gb.db.execute("SELECT collected_at FROM submissions WHERE id=?", (s.id,)).fetchone()[0])
+        collected = gb.db.execute("SELECT collected_at FROM submissions WHERE id=?", (s.id,)).fetchone()[0]
+        at = _parse(collected)
         gmax = gb.db.execute("SELECT COALESCE(MAX(id), 0) FROM gradings WHERE finished_at < ?",
-                             (at.isoformat(timespec="seconds"),)).fetchone()[0]
+                             (collected,)).fetchone()[0]
         lmax = gb.db.execute("SELECT COALESCE(MAX(id), 0) FROM ledger WHERE seen_submission < ?", (s.id,)).fetchone()[0]
         who = f" (group {s.group_name})" if s.group_name and s.student != student else ""
         text = f"attempt {s.attempt} collected{who}: submitted {s.submitted_at} (time from {s.submitted_at_source})"
-        base.append((at, 0, s.id, Step(at.isoformat(timespec="seconds"), "attempt", s.slug, text,
+        base.append((at, 0, s.id, Step(collected, "attempt", s.slug, text,
                                        ref=f"attempt {s.attempt}", cut=Cutoff(s.id, gmax, lmax))))
     for s in subs:
         for r in gb.db.execute("SELECT * FROM gradings WHERE submission_id=? ORDER BY id", (s.id,)):
@@ -529,7 +530,7 @@ def history(course: Course, gb: Gradebook, student: str, slug: str | None = None
             else:
                 text = f"attempt {s.attempt} could not be graded (grader {r['grader_version']}): {r['message']}"
                 kind = "error"
-            base.append((at, 1, r["id"], Step(at.isoformat(timespec="seconds"), kind, s.slug, text,
+            base.append((at, 1, r["id"], Step(r["finished_at"] or r["started_at"], kind, s.slug, text,
                                               ref=f"grading {r['id']}", cut=Cutoff(smax, r["id"], lmax))))
     base.sort(key=lambda b: (b[0], b[1], b[2]))
     rows = [e for e in entries(gb, student=student) if e.slug in slugs or e.slug == "*"]
