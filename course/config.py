@@ -460,8 +460,9 @@ def load_extensions(path: Path, course_slugs: list[str],
                                f"{', '.join(lacking)} in course.yml (the factor scales the time from release to due)")
         where = (ext.student, ext.assignment)
         if where in seen and out[seen[where]] != ext:
-            raise ctx.fail(key, dict(item), f"contradicts extensions[{seen[where]}] (both for student "
-                           f"{ext.student!r}, assignment {ext.assignment!r}): keep one")
+            other = out[seen[where]]
+            raise ConfigError(f"{path.name}: {key}: contradicts extensions[{seen[where]}] (both for student "
+                              f"{ext.student!r}, assignment {ext.assignment!r}: {ext.rule} vs {other.rule}); keep one")
         seen.setdefault(where, len(out))
         out.append(ext)
     return tuple(out)
