@@ -73,10 +73,10 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
     now = now or dt.datetime.now(dt.timezone.utc)
     store = _store(submission, ci_ledger, gradescope_metadata)
     due = course.due_for(student, slug)
-    level, note, hidden = visibility.level(a, due, now), "", "unlimited"
+    level, hidden_note, shown = visibility.level(a, due, now), "", "unlimited"
     if a.hidden_feedback_limit is not None and now < due and level != "none":
-        allowed, note = visibility.allowance(a.hidden_feedback_limit, store, student, slug, now, due)
-        hidden = "shown" if allowed else "withheld"
+        allowed, hidden_note = visibility.allowance(a.hidden_feedback_limit, store, student, slug, now, due)
+        shown = "shown" if allowed else "withheld"
         level = level if allowed else "none"
     if not submission.is_dir():
         raise CourseError(f"--submission {submission}: no such folder")
@@ -109,12 +109,12 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
     record = None
     if isinstance(store, visibility.RunRecords):       # recorded before anything is shown
         record = store.add(student, slug, {
-            "student": student, "assignment": slug, "at": now.isoformat(), "hidden_feedback": hidden,
+            "student": student, "assignment": slug, "at": now.isoformat(), "hidden_feedback": shown,
             "level": level, "score": graded.final, "raw": graded.raw, "max_points": graded.max_points,
             "late_by": graded.late_by, "submitted_at": graded.submitted_at, "grader_version": spec.version,
             "isolation": graded.isolation, "run": os.environ.get("GITHUB_RUN_ID"),
             "run_attempt": os.environ.get("GITHUB_RUN_ATTEMPT")})
-    graded = visibility.view(graded, level, note)
+    graded = visibility.view(graded, level, hidden_note)
     out = Path(out)
     files = {"summary": out / "summary.md", "junit": out / "junit.xml", "results": out / "results.json"}
     out.mkdir(parents=True, exist_ok=True)
@@ -122,15 +122,15 @@ def grade_tree(course: Course, slug: str, submission: Path, *, out: Path, studen
     files["summary"].write_text(summary, encoding="utf-8")
     files["junit"].write_text(report.junit_xml([graded]), encoding="utf-8")
     results = report.gradescope_results(graded)
-    if hidden != "unlimited":                          # Gradescope keeps it: the next run counts from it
-        results["extra_data"] = {"hidden_feedback": hidden}
+    if shown != "unlimited":                           # Gradescope keeps it: the next run counts from it
+        results["extra_data"] = {"hidden_feedback": shown}
     report.write_json(files["results"], results)
     if step_summary is not None:
         with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(summary + "\n")
     prefix = _join(_repo_prefix(submission), inside)
     return CIReport(graded, files, report.github_annotations(graded, prefix), fail_under, note,
-                    hidden_feedback=hidden, record=record)
+                    hidden_feedback=shown, record=record)
 
 
 def _store(submission: Path, ci_ledger: Path | None, gradescope_metadata: Path | None) -> visibility.Store | None:
