@@ -252,16 +252,14 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
 
 def _print_preview(preview, title: str) -> None:
     """Per student: old -> new score and the tests that changed outcome; then the summary."""
-    fmt = lambda x: "-" if x is None else f"{x:g}"          # noqa: E731
-    table = Table(title=f"{title}: {len(preview.changed)} changed, {preview.up} up, {preview.down} down, "
-                        f"{preview.unchanged} unchanged")
-    for col in ("student", "assignment", "old", "new", "change", "tests that changed outcome"):
-        table.add_column(col, overflow="fold")
+    fmt = lambda x: "blank" if x is None else f"{x:g}"          # noqa: E731
+    console.print(f"{title}: {len(preview.changed)} changed, {preview.up} up, {preview.down} down, "
+                  f"{preview.unchanged} unchanged")
     for c in preview.changed:
-        tests = "; ".join(f"{name}: {a} -> {b}" for name, a, b in c.tests[:8]) + (" ..." if len(c.tests) > 8 else "")
-        table.add_row(term(c.student), c.slug, fmt(c.old) + (" (seen)" if c.seen else ""), fmt(c.new),
-                      "" if c.delta is None else f"{c.delta:+g}", term(tests))
-    console.print(table)
+        tests = "; ".join(f"{term(name)}: {a} -> {b}" for name, a, b in c.tests[:8]) + (" ..." if len(c.tests) > 8 else "")
+        console.print(f"  {term(c.student)}/{c.slug}: {fmt(c.old)}{' (seen)' if c.seen else ''} -> {fmt(c.new)}"
+                      + ("" if c.delta is None else f" ({c.delta:+g})") + (f"; tests: {tests}" if tests else ""),
+                      soft_wrap=True)
     if preview.largest():
         console.print("largest changes: " + ", ".join(f"{term(c.student)}/{c.slug} {c.delta:+g}"
                                                       for c in preview.largest()))
