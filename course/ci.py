@@ -219,22 +219,27 @@ def template(name: str) -> str:
     return (resources.files("course") / "templates" / name).read_text(encoding="utf-8")
 
 
-def render_workflow(name: str, *, course_repo: str, python: str = "3.11") -> str:
+def render_workflow(name: str, *, course_repo: str, python: str = "3.11", ledger_repo: str = "") -> str:
     if not REPO_RE.match(course_repo):
         raise CourseError(f"--course-repo {course_repo!r}: expected OWNER/NAME of the private course repository")
+    if ledger_repo and not REPO_RE.match(ledger_repo):
+        raise CourseError(f"--ledger-repo {ledger_repo!r}: expected OWNER/NAME of the private record of graded runs")
     if not PYTHON_RE.match(python):
         raise CourseError(f"--python {python!r}: expected a version such as 3.11")
     text = template(name).replace("@@COURSE_REPO@@", course_repo).replace("@@PYTHON@@", python)
+    text = text.replace("@@LEDGER_REPO@@", ledger_repo)
     assert "@@" not in text, f"template {name} has an unfilled placeholder"
     return text
 
 
-def init_ci(repo: Path, *, course_repo: str, python: str = "3.11", force: bool = False) -> list[Path]:
+def init_ci(repo: Path, *, course_repo: str, python: str = "3.11", force: bool = False,
+            ledger_repo: str = "") -> list[Path]:
     """Write ``.github/workflows/check.yml`` and ``grade.yml`` into the repository at ``repo``."""
     repo = Path(repo)
     if not repo.is_dir():
         raise CourseError(f"--into {repo}: no such folder")
-    texts = {name: render_workflow(name, course_repo=course_repo, python=python) for name in WORKFLOWS}
+    texts = {name: render_workflow(name, course_repo=course_repo, python=python, ledger_repo=ledger_repo)
+             for name in WORKFLOWS}
     folder = repo / ".github" / "workflows"
     existing = [folder / n for n in WORKFLOWS if (folder / n).exists()]
     if existing and not force:

@@ -666,10 +666,12 @@ def ci_command(slug, submission, graders, fail_under, out, student, submitted_at
               help="The private repository holding course.yml, graders/ and the course package.")
 @click.option("--python", "python", default="3.11", show_default=True, help="Python version on the runners.")
 @click.option("--force", is_flag=True, help="Overwrite existing workflow files.")
-def init_ci(into: Path, course_repo: str, python: str, force: bool) -> None:
+@click.option("--ledger-repo", default="", metavar="OWNER/NAME",
+              help="A private repository recording every graded run (hidden_feedback_limit counts there).")
+def init_ci(into: Path, course_repo: str, python: str, force: bool, ledger_repo: str) -> None:
     """Write .github/workflows/check.yml (advisory) and grade.yml (the grade) into a repository."""
     from course import ci
-    for path in ci.init_ci(into, course_repo=course_repo, python=python, force=force):
+    for path in ci.init_ci(into, course_repo=course_repo, python=python, force=force, ledger_repo=ledger_repo):
         console.print(f"wrote {path}")
     console.print("next: add the read-only deploy key as secret COURSE_DEPLOY_KEY of the 'grading' environment, "
                   "restricted to the default branch (see docs/ci.md)")

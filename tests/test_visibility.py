@@ -230,3 +230,74 @@ def test_course_ci_in_the_sandbox_shows_the_level_and_records_the_run(toy, tmp_p
     [record] = (tmp_path / "ledger" / "vecops" / "octo").glob("*.json")
     assert json.loads(record.read_text())["score"] == 5.0      # bob's partial solution: 5 of 10 (1 pending)
     assert "not shown yet" not in said(first)
+
+
+# ------------------------------------------------------------------ grade.yml keeps the record in a private repository
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+    env = {**__import__("os").environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def test_grade_yml_counts_in_the_record_repository_and_saves_each_run_there(tmp_path):
+    import os
+    import subprocess
+    import yaml
+    wf = yaml.safe_load(ci.render_workflow("grade.yml", course_repo="t/course", ledger_repo="t/ledger"))
+    assert wf["env"]["LEDGER_REPO"] == "t/ledger"
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    [grade_step] = [s for s in steps if s.get("id") == "grade"]
+    [save] = [s for s in steps if "LEDGER_KEY" in s.get("env", {})]
+    ws = tmp_path / "ws"
+    shutil.copytree(TOY, ws / "instructor")
+    pr = ws / "pr"
+    shutil.copytree(TOY / "assignments" / "vecops", pr / "assignments" / "vecops")
+    _git(pr, "init", "-q", "-b", "main")
+    _git(pr, "add", "-A")
+    _git(pr, "commit", "-q", "-m", "kit")
+    base = _git(pr, "rev-parse", "HEAD")
+    (pr / "assignments" / "vecops" / "vecops.py").write_text("x = 1\n")
+    _git(pr, "commit", "-qam", "work")
+    remote, seed = tmp_path / "ledger.git", tmp_path / "seed"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "clone", "-q", str(remote), str(seed))
+    (seed / "README.md").write_text("graded runs\n")
+    _git(seed, "add", "-A")
+    _git(seed, "commit", "-qm", "start")
+    _git(seed, "push", "-q", "origin", "main")
+    _git(tmp_path, "clone", "-q", str(remote), str(ws / "ledger"))      # what the checkout step leaves
+    bin_dir = ws / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    # a stand-in for course ci: says how it was called, writes its results and a run into --ci-ledger
+    (bin_dir / "course").write_text('#!/bin/bash\necho "$@" >> "$PWD/calls.txt"\nout=; rec=\n'
+                                    'while [ $# -gt 0 ]; do case "$1" in --out) out=$2;; --ci-ledger) rec=$2;; esac; '
+                                    'shift; done\nmkdir -p "$out" "$rec/vecops/octo"\necho "{}" > "$out/results.json"\n'
+                                    'echo "{}" > "$rec/vecops/octo/run-1.json"\n')
+    for name in ("sudo", "course"):
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "BASE_SHA": base, "STUDENT": "octo",
+           "SUBMITTED_AT": "2026-10-01T10:00:00Z", "GITHUB_STEP_SUMMARY": str(ws / "summary.md")}
+    run = lambda step, extra: subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                                             cwd=ws, env={**env, **extra}, capture_output=True, text=True, timeout=120)
+    graded = run(grade_step, {})
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    assert "--ci-ledger ledger/runs" in (ws / "calls.txt").read_text()
+    saved = run(save, {"LEDGER_KEY": "not-a-real-key", "LEDGER_REPO": "t/ledger", "GITHUB_RUN_ID": "42"})
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert "runs/vecops/octo/run-1.json" in _git(remote, "log", "--name-only", "--format=%s", "main")
+    assert "graded runs of workflow run 42" in _git(remote, "log", "-1", "--format=%s", "main")
+
+
+def test_init_ci_takes_a_record_repository(tmp_path):
+    from course.cli import main as cli_main
+    result = CliRunner().invoke(cli_main, ["init-ci", "--into", str(tmp_path), "--course-repo", "t/c",
+                                           "--ledger-repo", "t/records"])
+    assert result.exit_code == 0, result.output
+    assert 'LEDGER_REPO: "t/records"' in (tmp_path / ".github" / "workflows" / "grade.yml").read_text()
+    bad = CliRunner().invoke(cli_main, ["init-ci", "--into", str(tmp_path), "--course-repo", "t/c", "--force",
+                                        "--ledger-repo", "not a repo"])
+    assert bad.exit_code == 2 and "--ledger-repo 'not a repo': expected OWNER/NAME" in said(bad)
