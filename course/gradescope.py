@@ -78,9 +78,11 @@ def _course_yml(course: Course, a: Assignment) -> str:
         "late_policy": {"grace": lp.grace, "penalty_percent": lp.penalty_percent, "per": lp.per,
                         "max_late": lp.max_late},
         "assignments": [{"slug": a.slug, "title": a.title, "due": a.due.isoformat(), "points": a.points,
-                         "needs_gpu": a.needs_gpu, "limits": asdict(a.limits),
-                         "hidden_feedback": a.hidden_feedback, "after_due": a.after_due}],
+                         "needs_gpu": a.needs_gpu, "limits": asdict(a.limits)}],
     }
+    for key in ("hidden_feedback", "after_due"):  # what results.json shows of hidden tests (default: names)
+        if getattr(a, key) != "names":
+            data["assignments"][0][key] = getattr(a, key)
     if a.hidden_feedback_limit is not None:     # counted from Gradescope's own submission history
         data["assignments"][0]["hidden_feedback_limit"] = {"count": a.hidden_feedback_limit.count,
                                                            "per": a.hidden_feedback_limit.per_text}

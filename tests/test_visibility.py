@@ -301,3 +301,19 @@ def test_init_ci_takes_a_record_repository(tmp_path):
     bad = CliRunner().invoke(cli_main, ["init-ci", "--into", str(tmp_path), "--course-repo", "t/c", "--force",
                                         "--ledger-repo", "not a repo"])
     assert bad.exit_code == 2 and "--ledger-repo 'not a repo': expected OWNER/NAME" in said(bad)
+
+
+def test_the_gradescope_autograder_keeps_the_level_and_the_limit(toy, tmp_path):
+    import zipfile
+    from course import config
+    _visibility_course(toy, "tasks", "names", "    hidden_feedback_limit: {count: 3, per: day}\n")
+    result = CliRunner().invoke(main, ["gradescope", "build", "vecops", "-o", str(tmp_path / "ag.zip"),
+                                       "--course", str(toy / "course.yml")])
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(tmp_path / "ag.zip") as zf:
+        (tmp_path / "course.yml").write_bytes(zf.read("course/course.yml"))
+        run = zf.read("run_autograder").decode()
+    a = config.load(tmp_path / "course.yml").assignment("vecops")
+    assert (a.hidden_feedback, a.after_due, a.hidden_feedback_limit.count, a.hidden_feedback_limit.per) == \
+        ("tasks", "names", 3, 86400.0)
+    assert '--gradescope-metadata "$root/submission_metadata.json"' in run
