@@ -2,30 +2,24 @@
 
 Builds a throw-away course holding the toy assignment ``vecops`` (tests/files/toycourse) plus every
 CPU assignment of this repository that is complete (solutions/, graders/ and public tests of
-``attention``, ``positional_encoding``, ``lora``), generates N students per assignment cycling
-through correct, partial (part 1 only), buggy (one plausible bug, examples/bugs.yml) and crashing
-(``os._exit`` at import) submissions, collects them once, and grades a fresh copy per mode:
+``attention``, ``positional_encoding``, ``lora``), generates N students per assignment, collects
+them once, and grades a fresh copy per mode. The class is realistic by default (a seeded mix:
+40 % correct, 40 % partial or with one plausible bug from examples/bugs.yml, 15 % the untouched stub
+or a module that crashes at import, 5 % hostile: patching torch's checks, reading /etc/shadow,
+opening a socket, forking); ``--mix cycle`` takes each kind in turn and ``--mix correct`` only
+correct copies. Modes:
 
 * ``local --jobs 1`` and ``local --jobs 2``: the local executor (fork server started in the run);
 * ``dask cold``: a new ``LocalCluster`` (or ``--scheduler``'s cluster), its workers' judges and
   fork servers started by the run;
-* ``dask warm``: the same cluster again (fork servers already up, bundles sent again).
+* ``dask warm``: the same cluster again (fork servers already up, bundles sent again);
+* ``correct-only``: an all-correct class of the same size beside it, for the per-core figure.
 
 Prints, per mode, the wall time, the time to the first result (start-up), submissions per minute
-overall and after the first result (steady state), the steady speed-up over ``--jobs 1``, the
-judge's seconds per submission (``GradeRow.seconds``; per assignment and kind too) and
-worker-seconds per submission (workers x 60 / steady rate), and checks that every mode gave every
-submission the same points. Asserts nothing.
-
-    python benchmarks/class_scale.py                               # vecops + complete CPU assignments, 8 each
-    python benchmarks/class_scale.py --students 40 --assignments vecops
-    python benchmarks/class_scale.py --modes dask --scheduler tcp://head:8786   # a real cluster
-
-Against a real cluster, start the scheduler and workers first (docs/cluster.md), run this on a
-machine that can reach the scheduler, and compare ``dask warm`` with ``local --jobs 1``: on a
-multi-node cluster submissions/minute grow with the number of worker processes until the
-coordinator's per-submission overhead (packing, recording; milliseconds) becomes the limit.
-"""
+overall and after the first result (steady state) and per core, the steady speed-up over
+``--jobs 1``, the judge's seconds per submission (``GradeRow.seconds``; per assignment and kind
+too) and worker-seconds per submission (workers x 60 / steady rate), and checks that every mode gave
+every submission the same points. Asserts nothing.
 
 from __future__ import annotations
 
@@ -43,7 +37,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "tests" / "files" / "toycourse"
 CPU_ASSIGNMENTS = ("attention", "positional_encoding", "lora")
-KINDS = ("correct", "partial", "buggy", "crashing")
+KINDS = ("correct", "partial", "buggy", "stub", "crashing", "hostile")
+# A realistic class (seeded): 40 % correct, 40 % partial or buggy, 15 % stub or crash, 5 % hostile.
+REALISTIC = {"correct": 40, "partial": 20, "buggy": 20, "stub": 8, "crashing": 7, "hostile": 5}
+HOSTILE = ("\n\n# hostile: patches torch's checks, reads what it should not, opens a socket, forks\n"
+           "import os as _o, socket as _s, torch as _t\n_t.allclose = lambda *a, **k: True\n"
+           "_t.testing.assert_close = lambda *a, **k: None\n"
+           "try:\n    open('/etc/shadow').read()\nexcept OSError:\n    pass\n"
+           "try:\n    _s.create_connection(('127.0.0.1', 9), 0.2)\nexcept OSError:\n    pass\n"
+           "if _o.fork() == 0:\n    _o._exit(0)\n")
 SUBMITTED_AT = "2026-10-01T12:00:00+00:00"
 CRASH = "\n\nimport os as _os\n_os._exit(1)  # crashes at import\n"
 TOY_BUG = {"old": "return (a * b).sum()", "new": "return (a * b).sum() + 0.5"}
@@ -75,13 +77,15 @@ def build_course(dest: Path, slugs: list[str]) -> Path:
 def submission_files(course_dir: Path, slug: str, kind: str, bugs: dict) -> dict[str, str]:
     """File name -> text of one synthetic submission of ``kind``."""
     from course import stubs
-    keep = {"correct": lambda t: True, "buggy": lambda t: True, "crashing": lambda t: True,
-            "partial": lambda t: t.split(".")[0] == "1"}[kind]
+    keep = {"correct": lambda t: True, "buggy": lambda t: True, "crashing": lambda t: True, "hostile": lambda t: True,
+            "stub": lambda t: False, "partial": lambda t: t.split(".")[0] == "1"}[kind]
     files = {p.name: stubs.strip(p.read_text(encoding="utf-8"), str(p), keep=keep)
              for p in sorted((course_dir / "solutions" / slug).glob("*.py"))}
     main = sorted(files)[0]
     if kind == "crashing":
         files[main] += CRASH
+    elif kind == "hostile":
+        files[main] += HOSTILE
     elif kind == "buggy":
         bug = TOY_BUG if slug == "vecops" else bugs.get(slug)
         target = (bug or {}).get("file", main)
@@ -95,7 +99,18 @@ def submission_files(course_dir: Path, slug: str, kind: str, bugs: dict) -> dict
     return files
 
 
-def make_class(course_dir: Path, slugs: list[str], students: int) -> dict[str, str]:
+def class_kinds(students: int, mix: str) -> list[str]:
+    """The kind of each student: ``realistic`` (seeded draw from REALISTIC), ``correct``, or ``cycle``."""
+    if mix == "correct":
+        return ["correct"] * students
+    if mix == "cycle":
+        return [KINDS[i % len(KINDS)] for i in range(students)]
+    import random
+    rng = random.Random(0)
+    return rng.choices(list(REALISTIC), weights=list(REALISTIC.values()), k=students)
+
+
+def make_class(course_dir: Path, slugs: list[str], students: int, mix: str = "realistic") -> dict[str, str]:
     """Write and collect ``students`` submissions per assignment; returns student -> kind."""
     from course import api
     bugs_file = ROOT / "examples" / "bugs.yml"
@@ -104,8 +119,7 @@ def make_class(course_dir: Path, slugs: list[str], students: int) -> dict[str, s
     kinds = {}
     for slug in slugs:
         folder = course_dir.parent / "class" / slug
-        for i in range(students):
-            kind = KINDS[i % len(KINDS)]
+        for i, kind in enumerate(class_kinds(students, mix)):
             student = f"s{i:03d}-{kind}"
             kinds[student] = kind
             (folder / student).mkdir(parents=True)
@@ -167,14 +181,15 @@ def grade(base: Path, name: str, mode: str, workers: int, **kwargs) -> Run:
 
 def table(runs: list[Run], kinds: dict[str, str]) -> str:
     base = next((r for r in runs if r.mode == "local --jobs 1"), runs[0])
-    lines = [f"{'mode':<16} {'workers':>7} {'subs':>5} {'wall s':>7} {'1st s':>6} {'subs/min':>9} "
-             f"{'steady/min':>11} {'speed-up':>9} {'judge s/sub':>12} {'worker-s/sub':>13}"]
+    lines = [f"{'mode':<22} {'workers':>7} {'subs':>5} {'wall s':>7} {'1st s':>6} {'subs/min':>9} "
+             f"{'steady/min':>11} {'/min/core':>10} {'speed-up':>9} {'judge s/sub':>12} {'worker-s/sub':>13}"]
     for r in runs:
         judge = sum(x.seconds for x in r.rows) / max(1, len(r.rows))
         speedup = r.steady_per_minute / base.steady_per_minute if base.steady_per_minute else 0.0
         first = r.finished[0] if r.finished else 0.0
-        lines.append(f"{r.mode:<16} {r.workers:>7} {len(r.rows):>5} {r.wall:>7.1f} {first:>6.1f} "
-                     f"{r.per_minute:>9.1f} {r.steady_per_minute:>11.1f} {speedup:>8.2f}x {judge:>12.1f} "
+        lines.append(f"{r.mode:<22} {r.workers:>7} {len(r.rows):>5} {r.wall:>7.1f} {first:>6.1f} "
+                     f"{r.per_minute:>9.1f} {r.steady_per_minute:>11.1f} {r.steady_per_minute / r.workers:>10.1f} "
+                     f"{speedup:>8.2f}x {judge:>12.1f} "
                      f"{60.0 * r.workers / r.steady_per_minute if r.steady_per_minute else 0:>13.1f}")
     lines.append("(1st s: until the first result; steady/min: results per minute after it; speed-up: of steady/min)")
     lines.append("")
@@ -189,6 +204,7 @@ def table(runs: list[Run], kinds: dict[str, str]) -> str:
         if r.cluster and r.cluster.get("workers"):
             counts = ", ".join(f"{w}: {c['graded']}+{c['errors']} err" for w, c in r.cluster["workers"].items())
             lines.append(f"per worker ({r.mode}): {counts}")
+    runs = [r for r in runs if not r.mode.startswith("correct-only")]
     points = [{(x.slug, x.student): (x.status, round(x.points, 4)) for x in r.rows} for r in runs]
     differ = sorted(k for k in points[0] if any(p.get(k) != points[0][k] for p in points[1:]))
     lines.append(f"every mode gave every submission the same points: {'NO' if differ else 'yes'}")
@@ -207,6 +223,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     parser.add_argument("--scheduler", default=None, help="use this Dask scheduler instead of a LocalCluster")
     parser.add_argument("--keep", type=Path, default=None, help="build everything here and keep it")
+    parser.add_argument("--mix", choices=("realistic", "cycle", "correct"), default="realistic",
+                        help="the class: realistic (seeded 40%% correct, 40%% partial/buggy, 15%% stub/crash, "
+                             "5%% hostile), cycle (each kind in turn) or correct only")
+    parser.add_argument("--no-correct-only", action="store_true",
+                        help="skip grading an all-correct class of the same size beside it (for the per-core figure)")
     parser.add_argument("--no-freeze", action="store_true",
                         help="local judges without gc.freeze() (the Dask workers' judges always use it)")
     args = parser.parse_args()
@@ -223,7 +244,9 @@ def main() -> None:
         print(f"course {', '.join(slugs)}; {args.students} students each; {os.cpu_count()} CPUs; in {work}; "
               f"local judges {'without' if args.no_freeze else 'with'} gc.freeze()", flush=True)
         base = build_course(work / "base", slugs)
-        kinds = make_class(base, slugs, args.students)
+        kinds = make_class(base, slugs, args.students, args.mix)
+        mix = {k: list(kinds.values()).count(k) // len(slugs) for k in KINDS if k in kinds.values()}
+        print("class per assignment: " + ", ".join(f"{k} {n}" for k, n in mix.items()), flush=True)
         runs = []
         if "jobs1" in modes:
             runs.append(grade(base, "jobs1", "local --jobs 1", 1, jobs=1))
@@ -231,6 +254,11 @@ def main() -> None:
             runs.append(grade(base, "jobs2", "local --jobs 2", 2, jobs=2))
         if "dask" in modes:
             runs += dask_runs(base, args.scheduler, args.workers)
+        if args.mix != "correct" and not args.no_correct_only:
+            ref = build_course(work / "ref" / "base", slugs)
+            make_class(ref, slugs, args.students, "correct")
+            jobs = 2 if "jobs2" in modes else 1
+            runs.append(grade(ref, "correct", f"correct-only --jobs {jobs}", jobs, jobs=jobs))
         print()
         print(table(runs, kinds))
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from course import report, stubs
 from course.config import Course
 from course.errors import CourseError, GradingError, ValidationFailed
 from course.gradebook import Gradebook
-from course.grading.runner import Job, JobResult, LocalExecutor, spec_for
+from course.grading.runner import Job, JobResult, LocalExecutor, calibrated_timeouts, spec_for
 
 
 def load_course(path: str | Path | None = None, graders: str | Path | None = None) -> Course:
@@ -45,6 +46,7 @@ class CheckReport:
     exit_code: int
     rows: list[dict[str, Any]]
     results: list[Any]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -61,8 +63,12 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
     tests = folder / "tests"
     if not tests.is_dir():
         raise CourseError(f"{tests}: assignment {slug!r} has no public tests folder")
+    known = declared_tasks(tests)
+    for t in tasks:
+        if known and not any(k == t or k.startswith(t + ".") for k in known):
+            raise CourseError(f"--task {t}: {slug} has no such task; its tasks are {', '.join(known)}")
     args = [str(tests), "-p", "no:cacheprovider", "--rootdir", str(folder), "--submission",
-            str(submission or folder), "--backend", "local", "-q", "--no-header"]
+            str(submission or folder), "--backend", "local", "-q", "--no-header", "--tb=short"]
     for t in tasks:
         args += ["--task", t]
     if keyword:
@@ -70,11 +76,54 @@ def check(course: Course, slug: str, *, tasks: Sequence[str] = (), keyword: str 
     args += list(extra_args)
     collected: list[Any] = []
     judge.COLLECTED = collected
+    # only the course plugin: other installed pytest plugins (hypothesis, anyio, ...) cost start-up time
+    args = ["-p", "course.grading.judge", *args]
+    saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     try:
         code = pytest.main(args)
     finally:
         judge.COLLECTED = None
-    return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected)
+        if saved is None:
+            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved
+    return CheckReport(slug, int(code), judge.task_table(collected) if collected else [], collected,
+                       notes=check_notes(folder))
+
+
+def declared_tasks(tests: Path) -> list[str]:
+    """The task ids the test files mark (``@pytest.mark.task("1.2")``), in task order."""
+    import ast
+    found: set[str] = set()
+    for path in sorted(tests.rglob("test_*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "task" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return sorted(found, key=lambda t: [int(p) if p.isdigit() else 10**6 for p in t.split(".")])
+
+
+def check_notes(folder: Path) -> list[str]:
+    """Said once by ``course check``: how this environment differs from the graders' (the kit's
+    manifest), and which ``course`` runs when it is not the kit's own copy. Never blocking."""
+    import course as course_pkg
+    from course.grading import environment
+    notes = [f"{d}: numbers may differ in the last digits" for d in environment.check_against_manifest(folder)]
+    running = Path(course_pkg.__file__).resolve().parent
+    for parent in (folder.resolve(), *folder.resolve().parents):
+        shipped = parent / "course" / "__init__.py"
+        if (parent / environment.MANIFEST).is_file() and shipped.is_file():
+            if shipped.parent.resolve() != running:
+                notes.append(f"this kit ships its own course tool in {shipped.parent}, but course "
+                             f"{course_pkg.__version__} from {running} is running: `pip install -e {parent}` "
+                             "to use the kit's")
+            break
+    return notes
 
 
 # ------------------------------------------------------------------ release / collect
@@ -117,6 +166,7 @@ class GradeRow:
     isolation: str | None = None
     seconds: float = 0.0
     message: str = ""
+    final: float | None = None        # after the late penalty (and overrides): what feedback and exports show
 
 
 @dataclass
@@ -124,6 +174,7 @@ class GradeReport:
     rows: list[GradeRow] = field(default_factory=list)
     isolation_note: str = ""
     executor: str = "local"
+    where: str = ""
     wall_seconds: float = 0.0
     cluster: dict[str, Any] | None = None      # the Dask executor's summary: workers, dashboard, rescheduled
     refused: Any = None                        # course.regrade.Preview of a regrade held back (--accept-regrade)
@@ -144,6 +195,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
         if not subs:
             continue
         spec = spec_for(course, a.slug)
+        timeouts = calibrated_timeouts(gb.reference_timings(a.slug, spec.version), spec.limits)
         for sub in subs:
             path = (course.paths.root / sub.path).resolve()
             current = gb.current_grading(sub.id)
@@ -153,7 +205,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
                                             message="nothing pending" if current else "not graded yet"))
                     continue
                 names = [r.name for r in gb.results(current.id) if r.outcome == "pending"]
-                jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, tuple(names),
+                jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, tuple(names), timeouts=timeouts,
                                 payload={"submission_id": sub.id, "merge_into": current.id, "attempt": sub.attempt,
                                          "student": sub.student}))
                 continue
@@ -163,7 +215,7 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
                                         message="already graded with this grader version"))
                 continue
             jobs.append(Job(f"{sub.student}/{a.slug}" + (f"#{sub.attempt}" if a.grade_attempt != "latest" else ""),
-                            spec, path,
+                            spec, path, timeouts=timeouts,
                             payload={"submission_id": sub.id, "merge_into": None, "attempt": sub.attempt,
                                      "student": sub.student,
                                      "previous_version": current.grader_version if current else None}))
@@ -193,7 +245,8 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
           scheduler: str | None = None, on_plan: Callable[[int, int], None] | None = None,
           on_start: Callable[[Job], None] | None = None,
           on_done: Callable[[GradeRow], None] | None = None,
-          on_executor: Callable[[Any], None] | None = None, accept_regrade: bool = False) -> GradeReport:
+          on_executor: Callable[[Any], None] | None = None,
+          on_phase: Callable[[str], None] | None = None, accept_regrade: bool = False) -> GradeReport:
     """Grade every latest attempt; each submission is recorded in one transaction as it finishes.
 
     Submissions graded before with another grader version are graded into a scratch copy first: if
@@ -209,18 +262,33 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
         _check_device(device)   # a Dask coordinator needs no GPU: its GPU workers check for themselves
     report_ = GradeReport()
     with open_gradebook(course) as gb:
+        _check_something_matches(course, gb, slugs, students)
         planned, skipped = plan_grading(course, gb, slugs, students, force=force, only_pending=only_pending)
         report_.rows.extend(skipped)
         if on_plan:
             on_plan(len(planned), len(skipped))
         if not planned:
             report_.wall_seconds = time.monotonic() - t0
+            _finals(course, gb, report_.rows)
             return report_
         ex = make_executor(course, executor=executor, jobs=jobs, backend=backend, device=device,
                            require_isolation=require_isolation, scheduler=scheduler)
         report_.executor = ex.name
+        report_.where = (f"on this machine, {ex.jobs} at a time" if isinstance(ex, LocalExecutor)
+                         else f"on the Dask cluster at {getattr(ex, 'scheduler', '?')}")
         if on_executor:
             on_executor(ex)
+        if on_phase and isinstance(ex, LocalExecutor) and backend == "sandbox":
+            on_phase("starting the sandbox: importing torch, transformers, peft")
+        if isinstance(ex, LocalExecutor):
+            try:
+                ex.start()
+            except BaseException:
+                ex.close()
+                raise
+        if on_phase:
+            on_phase("grading")
+
         from course import regrade
         stale = set() if accept_regrade or only_pending else {
             id(j) for j in planned if j.payload.get("previous_version") not in (None, j.spec.version)}
@@ -260,6 +328,7 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
         finally:
             if scratch is not None:
                 scratch.close()
+        _finals(course, gb, report_.rows)
     report_.wall_seconds = time.monotonic() - t0
     return report_
 
@@ -276,6 +345,36 @@ def _record_safely(gb: Gradebook, result: JobResult, *, backend: str, device: st
                         seconds=result.duration)
 
 
+def _check_something_matches(course: Course, gb: Gradebook, slugs: Sequence[str] | None,
+                             students: Sequence[str] | None) -> None:
+    """Nothing collected, or a --student naming nobody, is said plainly (exit 2), never an empty table."""
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    subs = gb.submissions(selected)
+    if not subs:
+        raise CourseError(f"nothing is collected for {', '.join(selected)} yet: run `course collect SOURCE "
+                          f"--assignment {selected[0]}` first ({course.paths.gradebook} has no submissions of it)")
+    if students:
+        have = sorted({s.student for s in subs})
+        unknown = sorted(set(students) - set(have))
+        if unknown:
+            shown = ", ".join(have[:12]) + (f" and {len(have) - 12} more" if len(have) > 12 else "")
+            raise CourseError(f"--student {', '.join(unknown)}: no submission of {', '.join(selected)} from "
+                              f"{'them' if len(unknown) > 1 else 'this student'}; students with submissions: {shown}")
+
+
+def _finals(course: Course, gb: Gradebook, rows: list["GradeRow"]) -> None:
+    """Each graded row's final score, as feedback and every export compute it (late penalty applied)."""
+    wanted = {(r.student, r.slug) for r in rows if r.status in ("graded", "skipped")}
+    if not wanted:
+        return
+    finals = {}
+    for g in report.load_graded(course, gb, sorted({s for _, s in wanted}), sorted({st for st, _ in wanted}),
+                                include_missing=False):
+        finals[(g.student, g.slug)] = report.final_score(g, course.missing)
+    for r in rows:
+        r.final = finals.get((r.student, r.slug))
+
+
 def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> GradeRow:
     p = result.job.payload
     student, slug = p["student"], result.job.spec.slug
@@ -285,7 +384,7 @@ def _record(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> G
         return GradeRow(student, slug, p["attempt"], "error", message=result.message, seconds=result.duration)
     gid = gb.save_grading(p["submission_id"], result.job.spec.version, result.results, backend=backend, device=device,
                           isolation=result.isolation, started_at=result.started_at, duration=result.duration,
-                          merge_into=p.get("merge_into"))
+                          merge_into=p.get("merge_into"), environment=result.environment)
     gb.ensure_manual_items(student, slug, manual_items(result.job.spec.hidden / "manual.json"))
     g = gb.current_grading(p["submission_id"])
     assert g is not None and g.id == gid
@@ -308,20 +407,33 @@ class StatusRow:
     mean_score: float | None
     time_sources: dict[str, int] = field(default_factory=dict)   # submitted_at_source -> submissions
     time_unknown: int = 0                                         # late per the LMS, time unknown
+    import_failed: int = 0       # graded submissions with a module that could not be imported
+    environments: dict[str, int] = field(default_factory=dict)   # "torch 2.13.0, ..." -> gradings
+    env_conflicts: list[str] = field(default_factory=list)       # identical content, other env, other points
 
 
-def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]:
+def _env_summary(env: dict[str, Any]) -> str:
+    keys = ("torch", "transformers", "peft", "bitsandbytes", "device")
+    return ", ".join(f"{k} {env[k]}" for k in keys if env.get(k)) or "not recorded"
+
+
+def _import_failed(results: Sequence[Any]) -> bool:
+    return any(r.outcome == "error" and (r.detail or r.message).startswith("importing ") for r in results)
+
+
+def status(course: Course, slugs: Sequence[str] | None = None) -> tuple[list[StatusRow], list[config_mod.Extension]]:
     rows = []
     with open_gradebook(course) as gb:
-        for a in course.assignments:
+        for a in course.select(list(slugs) if slugs else None):
             subs = gb.submissions([a.slug])
             version = None
             try:
                 version = spec_for(course, a.slug).version
             except GradingError:
                 pass
-            graded = stale = not_graded = pending = failed = manual = 0
+            graded = stale = not_graded = pending = failed = manual = imports_failed = 0
             scores = []
+            envs: dict[str, int] = {}
             for sub in subs:
                 current = gb.current_grading(sub.id)
                 err = gb.last_error(sub.id)
@@ -338,13 +450,126 @@ def status(course: Course) -> tuple[list[StatusRow], list[config_mod.Extension]]
                 pending += bool(current.pending)
                 scores.append(current.points or 0.0)
                 manual += any(m["score"] is None for m in gb.manual_scores(sub.student, a.slug))
+                imports_failed += _import_failed(gb.results(current.id))
+                envs[_env_summary(current.env)] = envs.get(_env_summary(current.env), 0) + 1
             sources: dict[str, int] = {}
             for sub in subs:
                 sources[sub.submitted_at_source] = sources.get(sub.submitted_at_source, 0) + 1
             rows.append(StatusRow(a.slug, len(subs), graded, stale, not_graded, pending, failed, manual,
                                   round(sum(scores) / len(scores), 2) if scores else None, dict(sorted(sources.items())),
-                                  sources.get("lms-late-flag", 0)))
+                                  sources.get("lms-late-flag", 0), imports_failed, envs, env_conflicts(gb, a.slug)))
     return rows, list(course.extensions)
+
+
+def env_conflicts(gb: Gradebook, slug: str) -> list[str]:
+    """Identical content graded in different environments with different points (a number that a
+    library version decided): each is a sentence naming the students and environments."""
+    rows = gb.db.execute(
+        "SELECT s.student, s.sha256, g.points, g.environment FROM submissions s JOIN gradings g "
+        "ON g.submission_id = s.id WHERE s.slug=? AND g.status='graded' ORDER BY g.id", (slug,)).fetchall()
+    by_sha: dict[str, dict[str, tuple[float, str]]] = {}
+    for student, sha, points, env in rows:
+        try:
+            summary = _env_summary(json.loads(env or "{}"))
+        except ValueError:
+            summary = "not recorded"
+        by_sha.setdefault(sha, {})[summary] = (round(points or 0.0, 4), student)
+    out = []
+    for sha, envs in by_sha.items():
+        if len(envs) > 1 and len({p for p, _ in envs.values()}) > 1:
+            out.append(f"identical files ({sha[:10]}) scored " + "; ".join(
+                f"{p:g} under {e} ({who})" for e, (p, who) in envs.items()))
+    return out
+
+
+@dataclass
+class StudentRow:
+    slug: str
+    status: str
+    attempt: int | None = None
+    submitted_at: str | None = None
+    time_source: str | None = None
+    late_hours: float = 0.0
+    final: float | None = None
+    raw: float | None = None
+    max_points: float = 0.0
+    pending: int = 0
+    needs_manual: list[str] = field(default_factory=list)
+    problem: str = ""            # an import failure or a grading error, in words
+    environment: str = ""
+
+
+def student_status(course: Course, student: str, slugs: Sequence[str] | None = None) -> list[StudentRow]:
+    """One student's view of every assignment: what was collected, graded and scored, and any problem."""
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    with open_gradebook(course) as gb:
+        if student not in gb.students():
+            known = gb.students()
+            raise CourseError(f"--student {student}: no such student in {course.paths.gradebook}"
+                              + (f" (known: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''})" if known else ""))
+        rows = []
+        for g in report.load_graded(course, gb, selected, [student]):
+            row = StudentRow(g.slug, g.status, g.attempt, g.submitted_at, getattr(g, "submitted_at_source", None),
+                             g.late_hours, report.final_score(g, course.missing), g.raw if g.results else None,
+                             g.max_points, g.pending, list(g.needs_manual), problem=g.message)
+            if g.results and _import_failed(g.results):
+                first = next(r for r in g.results if (r.detail or r.message).startswith("importing "))
+                row.problem = (first.detail or first.message).split("\n")[0]
+            sub = next((s for s in gb.submissions([g.slug], [student])), None)
+            current = gb.current_grading(sub.id) if sub else None
+            if current is not None:
+                row.environment = _env_summary(current.env)
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class MisconceptionRow:
+    name: str
+    students: int
+    tasks: list[str]
+    text: str
+
+
+def misconceptions(course: Course, slug: str) -> tuple[list[MisconceptionRow], int]:
+    """How many students' current gradings hit each misconception (what to re-teach), and of how many."""
+    course.assignment(slug)
+    texts = _catalogue_texts(course, slug)
+    hits: dict[str, tuple[set[str], set[str]]] = {}
+    graded = 0
+    with open_gradebook(course) as gb:
+        for sub in gb.submissions([slug]):
+            current = gb.current_grading(sub.id)
+            if current is None:
+                continue
+            graded += 1
+            for r in gb.results(current.id):
+                if r.outcome in ("passed", "pending"):
+                    continue
+                for name in (n for n in r.misconceptions.split(",") if n):
+                    students, tasks = hits.setdefault(name, (set(), set()))
+                    students.add(sub.student)
+                    if r.task:
+                        tasks.add(r.task)
+    rows = [MisconceptionRow(name, len(st), sorted(tk), texts.get(name, "")) for name, (st, tk) in hits.items()]
+    return sorted(rows, key=lambda r: (-r.students, r.name)), graded
+
+
+def _catalogue_texts(course: Course, slug: str) -> dict[str, str]:
+    """name -> text of the generic facts and of graders/<slug>/misconceptions.py's CATALOGUE."""
+    import importlib.util
+    from course.grading import diagnose
+    texts = {name: m.text for name, m in diagnose.GENERIC.items()}
+    path = course.paths.graders / slug / "misconceptions.py"
+    if path.is_file():
+        spec = importlib.util.spec_from_file_location(f"_course_catalogue_{slug}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            texts.update({name: m.text for name, m in getattr(module, "CATALOGUE", {}).items()})
+        except Exception as exc:
+            raise CourseError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
+    return texts
 
 
 def feedback(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
@@ -649,8 +874,21 @@ def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 
     for slug, rep in reports.items():
         if f"{slug}/solution" in done:
             _judge_validation(course, rep, done[f"{slug}/solution"], done[f"{slug}/stub"])
+            record_reference_timings(course, done[f"{slug}/solution"])
         rep.seconds = round(sum(done[k].duration for k in (f"{slug}/solution", f"{slug}/stub") if k in done), 1)
     return list(reports.values())
+
+
+def record_reference_timings(course: Course, solution: JobResult) -> None:
+    """The solution's seconds per test, kept in the gradebook for this grader version: grading then
+    limits each test to max(timeout_factor x that, timeout_floor) (see runner.calibrated_timeouts)."""
+    if not solution.ok or any(r.outcome not in ("passed", "pending") for r in solution.results):
+        return   # only a clean run of the solution calibrates
+    import platform
+    with open_gradebook(course) as gb:
+        gb.set_reference_timings(solution.job.spec.slug, solution.job.spec.version,
+                                 {r.name: r.duration for r in solution.results if r.outcome == "passed"},
+                                 machine=f"{platform.node()} ({os.cpu_count()} cores)")
 
 
 def _judge_validation(course: Course, rep: ValidationReport, sol_r: JobResult, stub_r: JobResult) -> None:

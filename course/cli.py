@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from course import api
 from course.errors import CourseError
+from course.grading.results import shorten
 from course.textsafe import term
 
 EXIT_INTERNAL = 4
@@ -81,8 +83,10 @@ def check(slug: str, tasks: tuple[str, ...], keyword: str | None, submission: Pa
         table.add_column(col, overflow="fold")
     for row in rep.rows:
         table.add_row(term(row["task"]), f"{row['passed']}/{row['tests']}",
-                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(row["first_failure"], 200))
+                      f"{row['points']:.2f}/{row['max_points']:.2f}", term(shorten(row["first_failure"], 240)))
     console.print(table)
+    for note in rep.notes:
+        err_console.print(f"[yellow]note:[/] {term(note)}", soft_wrap=True)
     if not rep.results:
         err_console.print("no tests ran (check the --task / -k selection)")
     sys.exit(0 if rep.passed else 1)
@@ -178,7 +182,8 @@ def collect(source: Path, slug: str, lms: str, student: str | None, submitted_at
 def grade(slugs, students, jobs, backend, force, only_pending, device, require_isolation, executor, scheduler,
           graders, preview, accept_regrade, course_file) -> None:
     """Grade every latest attempt with the hidden tests plus the instructor's public tests."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
     course = _course(course_file, graders)
     if preview:
         rep = api.preview_regrade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
@@ -186,27 +191,34 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
                                   scheduler=scheduler)
         _print_preview(rep, "preview (nothing was written)")
         return
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, auto_refresh=False, transient=False)
-    state = {"task": None}
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=12),
+                        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                        console=err_console, transient=False, refresh_per_second=4)
+    state: dict = {"task": None, "running": {}, "todo": 0}
 
     def on_plan(todo: int, skipped: int) -> None:
         if skipped:
             err_console.print(f"{skipped} submission(s) already graded with the current graders (use --force to redo)")
+        state["todo"] = todo
         if todo:
             progress.start()
-            state["task"] = progress.add_task("grading", total=todo)
-            progress.refresh()
+            state["task"] = progress.add_task(f"{todo} submission(s) to grade", total=todo)
+
+    def on_phase(text: str) -> None:
+        if state["task"] is not None:
+            progress.update(state["task"], description=term(text) if text != "grading" else
+                            f"grading {state['todo']} submission(s)")
 
     def on_start(job) -> None:
-        progress.update(state["task"], description=f"grading {term(job.key)}")
-        progress.refresh()
+        state["running"][job.key] = progress.add_task(f"  {term(job.key)}", total=None)
 
     def on_done(row) -> None:
+        key = f"{row.student}/{row.slug}"
+        if key in state["running"]:
+            progress.remove_task(state["running"].pop(key))
         progress.advance(state["task"])
         if row.status == "error":
             progress.console.print(f"[red]could not grade {term(row.student)}/{row.slug}:[/] {term(row.message, 300)}")
-        progress.refresh()
 
     def show_dashboard(ex) -> None:
         if getattr(ex, "dashboard_link", None):
@@ -216,19 +228,16 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
         rep = api.grade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
                         only_pending=only_pending, device=device, require_isolation=require_isolation,
                         executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done,
-                        on_executor=show_dashboard, accept_regrade=accept_regrade)
+                        on_executor=show_dashboard, on_phase=on_phase, accept_regrade=accept_regrade)
     finally:
         progress.stop()
     if rep.isolation_note:
-        err_console.print(f"[yellow]warning:[/] {rep.isolation_note}")
-    table = Table(title=f"grades ({rep.executor} executor, {rep.wall_seconds:.1f} s)")
-    for col in ("student", "assignment", "attempt", "status", "points", "pending", "isolation", "seconds"):
-        table.add_column(col)
-    for r in sorted(rep.rows, key=lambda r: (r.slug, r.student)):
-        table.add_row(term(r.student), r.slug, str(r.attempt), r.status,
-                      f"{r.points:.2f}/{r.max_points:.2f}" if r.status != "error" else "-",
-                      str(r.pending or ""), r.isolation or "", f"{r.seconds:.1f}")
-    console.print(table)
+        err_console.print(f"[yellow]warning:[/] {term(rep.isolation_note)}", soft_wrap=True)
+    console.print(grade_table(rep.rows, f"{len(rep.rows)} submission(s) in {rep.wall_seconds:.0f} s"))
+    isolations = sorted({r.isolation for r in rep.rows if r.isolation})
+    footer = [f"graded {rep.where}" if rep.where else "", f"isolation: {', '.join(isolations)}" if isolations else "",
+              "score: after the late penalty (raw: before it); (n GPU): tests pending a GPU"]
+    console.print("\n".join(x for x in footer if x))
     if rep.cluster and rep.cluster.get("workers"):
         workers = Table(title="workers")
         for col in ("worker", "graded", "errors", "seconds"):
@@ -265,20 +274,100 @@ def _print_preview(preview, title: str) -> None:
                                                       for c in preview.largest()))
 
 
+def _student_status(course, student: str, slugs: tuple[str, ...]) -> None:
+    rows = api.student_status(course, student, slugs or None)
+    table = Table(title=f"{term(student)}: {course.name}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for col in ("assignment", "status", "attempt", "submitted", "late h", "score", "raw"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        score = f"{_points(r.final)}/{_points(r.max_points)}" if r.final is not None else "-"
+        status = r.status + (f" ({r.pending} GPU)" if r.pending else "")
+        when = (r.submitted_at or "")[:16].replace("T", " ")
+        table.add_row(r.slug, status, str(r.attempt or ""), term(when),
+                      f"{r.late_hours:g}" if r.late_hours else "", score, _points(r.raw) if r.raw is not None else "")
+    console.print(table)
+    for r in rows:
+        if r.needs_manual:
+            console.print(f"{r.slug}: needs manual grading: {term(', '.join(r.needs_manual))}", soft_wrap=True)
+        if r.problem:
+            console.print(f"{r.slug}: {term(r.problem)}", soft_wrap=True)
+        if r.time_source:
+            console.print(f"{r.slug}: submission time from {term(r.time_source)}", soft_wrap=True)
+        if r.environment:
+            console.print(f"{r.slug}: graded with {term(r.environment)}", soft_wrap=True)
+
+
+def _points(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def grade_table(rows, title: str) -> Table:
+    """Final points (late penalty applied, as feedback and exports show them); fits 80 columns."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    table.add_column("student", overflow="fold", max_width=24)
+    table.add_column("assignment", overflow="fold", max_width=20)
+    table.add_column("score", no_wrap=True, justify="right")
+    table.add_column("raw", no_wrap=True, justify="right")
+    table.add_column("status", overflow="fold", max_width=18)
+    table.add_column("s", no_wrap=True, justify="right")
+    for r in sorted(rows, key=lambda r: (r.slug, r.student)):
+        if r.status == "error":
+            score, raw = "-", "-"
+        else:
+            final = r.final if r.final is not None else None
+            score = f"{_points(final)}/{_points(r.max_points)}" if final is not None else "-"
+            raw = _points(r.points) if final is None or abs(final - r.points) > 1e-9 else ""
+        status = {"skipped": "already graded"}.get(r.status, r.status) + (f" ({r.pending} GPU)" if r.pending else "")
+        table.add_row(term(r.student), r.slug, score, raw, status, f"{r.seconds:.0f}")
+    return table
+
+
 @main.command()
+@click.argument("slugs", nargs=-1)
+@click.option("--student", default=None, help="One student's view: each assignment's attempt, time, score and problems.")
+@click.option("--misconceptions", "misconception_slug", default=None, metavar="SLUG",
+              help="How many students hit each known misconception of SLUG's hidden tests (what to re-teach).")
 @COURSE_OPTION
-def status(course_file: Path | None) -> None:
+def status(slugs: tuple[str, ...], student: str | None, misconception_slug: str | None,
+           course_file: Path | None) -> None:
     """What is collected, graded, pending and failed, per assignment (and the extensions)."""
     course = _course(course_file)
-    rows, extensions = api.status(course)
-    table = Table(title=course.name)
-    for col in ("assignment", "collected", "graded", "stale", "not graded", "pending (GPU)", "failed",
-                "needs manual", "mean points"):
-        table.add_column(col)
+    if misconception_slug:
+        rows, graded = api.misconceptions(course, misconception_slug)
+        table = Table(title=f"{misconception_slug}: misconceptions in {graded} graded submission(s)",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+        for col in ("misconception", "students", "tasks", "what it is"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(term(r.name), str(r.students), term(", ".join(r.tasks)), term(r.text, 300))
+        console.print(table)
+        if not rows:
+            console.print("no failed test matched a known misconception")
+        return
+    if student:
+        _student_status(course, student, slugs)
+        return
+    rows, extensions = api.status(course, slugs or None)
+    table = Table(title=course.name, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for col in ("assignment", "collected", "graded", "stale", "to grade", "GPU", "errors", "import", "manual",
+                "mean"):
+        table.add_column(col, no_wrap=col != "assignment", overflow="fold", min_width=min(len(col), 10))
     for r in rows:
         table.add_row(r.slug, str(r.collected), str(r.graded), str(r.stale), str(r.not_graded), str(r.pending),
-                      str(r.failed), str(r.needs_manual), "-" if r.mean_score is None else f"{r.mean_score:.2f}")
+                      str(r.failed), str(r.import_failed), str(r.needs_manual),
+                      "-" if r.mean_score is None else f"{r.mean_score:.2f}")
     console.print(table)
+    console.print("stale: graded by older graders (course grade re-grades); GPU: GPU tests pending; errors: the "
+                  "grader could not run (retried next run); import: a student's module could not be imported; "
+                  "manual: written parts to grade; mean: raw points")
+    for r in rows:
+        if r.environments:
+            console.print(f"{r.slug}: graded with " + "; ".join(f"{term(e)} ({n})" for e, n in r.environments.items()),
+                          soft_wrap=True)
+        for conflict in r.env_conflicts:
+            err_console.print(f"[yellow]warning:[/] {r.slug}: {term(conflict)}", soft_wrap=True)
     if any(r.time_sources for r in rows):
         times = Table(title="submission times come from (submitted_at_source)")
         for col in ("assignment", "sources", "late, time unknown"):

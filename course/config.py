@@ -38,6 +38,8 @@ class Limits:
     reply_bytes: int = 256 * 2**20      # largest reply accepted from the worker
     threads: int = 1                    # torch threads in the worker
     import_timeout: float = 30.0        # wall budget for importing one of the submission's modules
+    timeout_factor: float = 10.0        # a test's limit: max(factor x the solution's time, floor), ...
+    timeout_floor: float = 10.0         # ... at most call_timeout (or the test's own timeout mark)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Assignment:
     hidden_feedback: str = "names"      # what students see of hidden tests before the due date
     after_due: str = "names"            # ... and after it
     hidden_feedback_limit: FeedbackLimit | None = None   # course ci runs with hidden feedback, per window
+    requires: tuple[str, ...] = ()      # what its student kit needs beyond torch (pip requirements)
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,9 @@ def parse_datetime(value: Any, key: str, ctx: _Ctx) -> dt.datetime:
         except ValueError:
             raise ctx.fail(key, value, "is not an ISO 8601 date") from None
     if when.tzinfo is None:
-        raise ctx.fail(key, value, "has no time zone (write e.g. 2026-10-01T23:59:00+00:00)")
+        shown = when.isoformat(sep="T") if isinstance(value, dt.datetime) else value
+        raise ctx.fail(key, shown, f"has no time zone: write it with one, e.g. {when.strftime('%Y-%m-%dT%H:%M:%S')}+00:00 "
+                                   "(UTC) or with your local offset")
     return when
 
 
@@ -274,14 +279,15 @@ def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limit
     _known(data, set(Limits.__dataclass_fields__), key, ctx)
     parsers: dict[str, Callable[[Any, str, _Ctx], Any]] = {
         "call_timeout": parse_duration, "submission_timeout": parse_duration, "cpu_seconds": parse_duration,
-        "import_timeout": parse_duration,
+        "import_timeout": parse_duration, "timeout_floor": parse_duration,
+        "timeout_factor": lambda v, k, c: _number(v, k, c, positive=True),
         "memory": parse_size, "file_size": parse_size, "reply_bytes": parse_size,
         "processes": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "open_files": lambda v, k, c: int(_number(v, k, c, positive=True)),
         "threads": lambda v, k, c: int(_number(v, k, c, positive=True)),
     }
     values = {name: parsers[name](v, f"{key}.{name}", ctx) for name, v in data.items()}
-    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout"):
+    for name in ("call_timeout", "submission_timeout", "cpu_seconds", "import_timeout", "timeout_floor"):
         if name in values and values[name] <= 0:
             raise ctx.fail(f"{key}.{name}", data[name], "must be positive")
     return replace(base, **values)
@@ -350,8 +356,8 @@ def _feedback_limit(value: Any, key: str, ctx: _Ctx) -> FeedbackLimit | None:
 def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits, staff: Mapping[str, Any] | None = None) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "release", *STAFF_KEYS},
-           key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires", "release",
+                  *STAFF_KEYS}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -368,10 +374,20 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits, staff: Mappin
     due = parse_datetime(data["due"], f"{key}.due", ctx)
     if release is not None and release >= due:
         raise ctx.fail(f"{key}.release", data["release"], "must be before the due date")
+    requires = data.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise ctx.fail(f"{key}.requires", requires, "must be a list of pip requirements (strings)")
+    for j, req in enumerate(requires):
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+            Requirement(req)
+        except InvalidRequirement as exc:
+            raise ctx.fail(f"{key}.requires[{j}]", req, f"is not a pip requirement ({exc})") from None
     return Assignment(
         release=release,
         **_staff_settings(data, key, ctx, staff or {}),
         canvas_id=canvas_id,
+        requires=tuple(requires),
         slug=slug,
         title=str(data.get("title", slug)),
         due=parse_datetime(data["due"], f"{key}.due", ctx),

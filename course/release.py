@@ -12,6 +12,8 @@ from ``graders/`` or ``solutions/``, or the name of a hidden test.
 
 from __future__ import annotations
 
+import json
+
 import ast
 import hashlib
 import re
@@ -26,6 +28,7 @@ import yaml
 import course as course_pkg
 from course import stubs
 from course.config import Course
+from course.grading import environment
 from course.errors import ReleaseLeak
 
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".ipynb_checkpoints", ".DS_Store")
@@ -103,10 +106,28 @@ def scan_for_leaks(bundle: Path, course: Course, slugs: list[str]) -> list[str]:
     return problems
 
 
-def _student_pyproject() -> str:
+def _student_pyproject(course: Course, slugs: list[str]) -> str:
+    """The kit's own pyproject: the core (torch, pytest, click...) plus, as the ``libs`` extra, only
+    what these assignments need (course.yml ``requires:``). Its version names the kit, so that two
+    kits installed side by side can tell which ``course`` runs (``course check`` says so)."""
+    import tomllib
     src = Path(course_pkg.__file__).resolve().parent.parent / "pyproject.toml"
-    text = src.read_text(encoding="utf-8") if src.is_file() else ""
-    return text
+    core = tomllib.loads(src.read_text(encoding="utf-8"))["project"]["dependencies"] if src.is_file() else []
+    libs = sorted({r for a in course.select(slugs) for r in a.requires})
+    kit = ".".join(s.replace("_", ".") for s in slugs)
+    lines = ['[build-system]', 'requires = ["setuptools>=77"]', 'build-backend = "setuptools.build_meta"', "",
+             "[project]", 'name = "course"', f'version = "{course_pkg.__version__}+kit.{kit}"',
+             'description = "The student kit: assignments and the course tool that runs their public tests."',
+             'requires-python = ">=3.10"', "dependencies = [", *(f"    {json.dumps(d)}," for d in core), "]", ""]
+    if libs:
+        lines += ["[project.optional-dependencies]", "# what these assignments' public tests use beyond torch",
+                  "libs = [", *(f"    {json.dumps(r)}," for r in libs), "]", ""]
+    lines += ["[project.scripts]", 'course = "course.cli:main"', "", "[project.entry-points.pytest11]",
+              'course = "course.grading.judge"', "", "[tool.setuptools.packages.find]", 'include = ["course*"]', "",
+              "[tool.setuptools.package-data]", 'course = ["templates/*"]', "", "[tool.pytest.ini_options]",
+              "# short tracebacks of your own code; the engine's frames are hidden",
+              'addopts = "--tb=short -p no:cacheprovider"', ""]
+    return "\n".join(lines)
 
 
 def _student_course_yml(course: Course, slugs: list[str]) -> str:
@@ -128,7 +149,7 @@ This folder holds your assignments and the `course` tool that runs their public 
 
     python -m venv .venv && . .venv/bin/activate
     pip install torch==2.13.0            # or any torch 2.x for your machine
-    pip install -e ".[libs]"
+    {install}
 
 ## Work on an assignment
 
@@ -166,10 +187,14 @@ def release(course: Course, slugs: list[str] | None = None, out: Path | None = N
                 raise ReleaseLeak(f"{src}: assignment {slug!r} has no student folder")
             shutil.copytree(src, stage / "assignments" / slug, ignore=SKIP)
         shutil.copytree(Path(course_pkg.__file__).resolve().parent, stage / "course", ignore=SKIP)
-        (stage / "pyproject.toml").write_text(_student_pyproject(), encoding="utf-8")
+        (stage / "pyproject.toml").write_text(_student_pyproject(course, selected), encoding="utf-8")
+        (stage / environment.MANIFEST).write_text(environment.manifest_text(), encoding="utf-8")
         (stage / "course.yml").write_text(_student_course_yml(course, selected), encoding="utf-8")
-        (stage / "README.md").write_text(STUDENT_README.format(name=course.name, slugs=", ".join(selected)),
-                                         encoding="utf-8")
+        needs_libs = any(a.requires for a in course.select(selected))
+        install = 'pip install -e ".[libs]"     # the libraries these assignments use' if needs_libs else \
+            "pip install -e .                # torch, pytest and the course tool: all these assignments need"
+        (stage / "README.md").write_text(STUDENT_README.format(name=course.name, slugs=", ".join(selected),
+                                                               install=install), encoding="utf-8")
         problems = scan_for_leaks(stage, course, selected)
         if problems:
             raise ReleaseLeak("the release would leak hidden material:\n  " + "\n  ".join(problems))

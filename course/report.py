@@ -244,6 +244,18 @@ def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None
     return None
 
 
+def provisional(g: Graded) -> str:
+    """Why a graded score may still rise ('' when it is final): GPU tests or written parts pending."""
+    if g.status != "graded":
+        return ""
+    parts = []
+    if g.pending:
+        parts.append(f"{g.pending} GPU test(s) pending")
+    if g.needs_manual:
+        parts.append(f"{len(g.needs_manual)} written part(s) to grade")
+    return "; ".join(parts)
+
+
 def submission_notes(g: Graded) -> list[str]:
     """Sentences for a feedback page about how the submission was collected (escape them where written)."""
     lines = []
@@ -338,18 +350,57 @@ def staff_lines(g: Graded) -> list[tuple[str, str]]:
 
 def _hidden_header(g: Graded) -> str:
     from course import visibility
-    return visibility.describe(g.hidden_view)
+    if g.hidden_view == "names":
+        return ("Hidden tests are shown by name, outcome and points only (with the likely cause of a failure "
+                "where it matches a known misconception); never their inputs or code.")
+    return visibility.describe(g.hidden_view) + " Never their inputs or code."
+
+
+def _task_heading(task: str) -> str:
+    return "All hidden tests" if task == "hidden" else f"Task {task}"
 
 
 # ------------------------------------------------------------------ feedback
 
+def when(iso: str | None) -> str:
+    """A time as people read it: ``2026-10-02 10:00 UTC`` (no microseconds, no offset arithmetic)."""
+    if not iso:
+        return "(unknown)"
+    try:
+        t = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return textsafe.one_line(iso, 60)
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+        return t.strftime("%Y-%m-%d %H:%M UTC")
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _label(r: ResultRow) -> str:
+    """What a test checks, in words when its author said so, else its name."""
+    return getattr(r, "description", "") or r.name
+
+
+def hidden_by_task(g: Graded) -> list[tuple[str, list[ResultRow]]]:
+    """Hidden results grouped by task, in task order."""
+    groups: dict[str, list[ResultRow]] = {}
+    for r in g.results:
+        if r.hidden:
+            groups.setdefault(r.task or "-", []).append(r)
+    order = sorted(groups, key=lambda t: [int(p) if p.isdigit() else 10**6 for p in t.split(".")])
+    return [(t, groups[t]) for t in order]
+
+
 def feedback_markdown(g: Graded, course: Course | None = None) -> str:
-    lines = [f"# {textsafe.one_line(g.title)} — feedback for {textsafe.one_line(g.student)}", ""]
+    one = textsafe.one_line
+    lines = [f"# {one(g.title)} — feedback for {one(g.student)}", ""]
     if g.status == "missing":
         return "\n".join(lines + ["No submission was collected for this assignment.", ""])
-    lines.append(f"- Submission: attempt {g.attempt}, submitted {g.submitted_at} ({_lateness(g, course)})")
+    lines.append(f"- Submission: attempt {g.attempt}, submitted {when(g.submitted_at)} ({_lateness(g, course)})")
+    for note in submission_notes(g):
+        lines.append(f"- {one(note)}")
     if g.extension:
-        lines.append(f"- Extension: due {g.due} ({g.extension})")
+        lines.append(f"- Extension: due {when(g.due)} ({one(g.extension)})")
     if g.status != "graded":
         lines += [f"- Status: {g.status}. {('The grader will retry it.' if g.status == 'error' else '')}", ""]
         return "\n".join(lines)
@@ -362,29 +413,35 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     if g.pending:
         lines.append(f"- {g.pending} GPU test(s) are pending: they are graded on a GPU machine later.")
     if g.needs_manual:
-        lines.append(f"- Needs manual grading: {', '.join(g.needs_manual)}")
+        lines.append(f"- Needs manual grading: {one(', '.join(g.needs_manual))}")
     lines += ["", "## Points per task", "", "| task | tests passed | points |", "| --- | --- | --- |"]
     for t in tasks(g):
         pend = f" ({t['pending']} pending)" if t["pending"] else ""
-        lines.append(f"| {t['task']} | {t['passed']}/{t['tests']}{pend} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
+        lines.append(f"| {one(t['task'])} | {t['passed']}/{t['tests']}{pend} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
     for m in g.manual:
         score = "needs manual grading" if m["score"] is None else f"{_fmt(m['score'])} / {_fmt(m['max_score'])}"
-        lines.append(f"| written: {m['item']} | — | {score} |")
+        lines.append(f"| written: {one(m['item'])} | — | {score} |")
     failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
     lines += ["", "## Public tests that did not pass", ""]
     if not failures:
         lines.append("All public tests passed.")
     for r in failures:
         where = f" at {_span(r.location)}" if r.location else ""
-        lines.append(f"- {_span(r.name)} (task {textsafe.one_line(r.task)}, {r.outcome}){where}:")
+        lines.append(f"- {_span(r.name)} (task {one(r.task)}, {r.outcome}){where}:")
         lines += ["", *_code_block(r.message or r.outcome, 30), ""]
-    hidden = [r for r in g.results if r.hidden]
+        if getattr(r, "diagnosis", ""):
+            lines += [f"  Likely cause: {one(r.diagnosis, 1000)}", ""]
+    hidden = hidden_by_task(g)
     if hidden:
-        lines += ["", "## Hidden tests", "", _hidden_header(g), "",
-                  "| test | task | outcome | points |", "| --- | --- | --- | --- |"]
-        for r in hidden:
-            lines.append(f"| {_cell(r.name)} | {textsafe.one_line(r.task)} | {r.outcome} | "
-                         f"{_fmt(r.points)} / {_fmt(r.max_points)} |")
+        lines += ["", "## Hidden tests", "", _hidden_header(g)]
+        for task, rows in hidden:
+            lines += ["", f"### {_task_heading(one(task))}", "", "| test | outcome | points |", "| --- | --- | --- |"]
+            for r in rows:
+                lines.append(f"| {_cell(_label(r))} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+            causes = [r for r in rows if r.outcome not in ("passed", "pending") and getattr(r, "diagnosis", "")]
+            if causes:
+                lines.append("")
+                lines += [f"- {_span(_label(r))}: {one(r.diagnosis, 1000)}" for r in causes]
     return "\n".join(lines) + "\n"
 
 
@@ -392,7 +449,7 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width
 color:#1a1a1a;line-height:1.45}table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;
 padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}.passed{color:#0a6b2d}.failed,.error,.timeout{color:#a11}
 .pending{color:#8a6d00}pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;white-space:pre-wrap}
-.score{font-size:1.3rem;font-weight:600}"""
+.score{font-size:1.3rem;font-weight:600}.cause{color:#5a3b00;font-size:.92rem;margin-top:.2rem}"""
 
 
 def feedback_html(g: Graded, course: Course | None = None) -> str:
@@ -403,9 +460,12 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
     if g.status == "missing":
         parts.append("<p>No submission was collected for this assignment.</p></body></html>")
         return "".join(parts)
-    parts.append(f"<p>Submission: attempt {g.attempt}, submitted {e(str(g.submitted_at))} ({e(_lateness(g, course))})</p>")
+    parts.append(f"<p>Submission: attempt {g.attempt}, submitted {e(when(g.submitted_at))} ({e(_lateness(g, course))})</p>")
+    notes = submission_notes(g)
+    if notes:
+        parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     if g.extension:
-        parts.append(f"<p>Extension: due {e(str(g.due))} ({e(g.extension)})</p>")
+        parts.append(f"<p>Extension: due {e(when(g.due))} ({e(g.extension)})</p>")
     if g.status != "graded":
         parts.append(f"<p>Status: {e(g.status)}</p></body></html>")
         return "".join(parts)
@@ -436,15 +496,20 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
         where = f" at <code>{e(r.location)}</code>" if r.location else ""
         parts.append(f"<h3><code>{e(r.name)}</code> <span class='{e(r.outcome)}'>{e(r.outcome)}</span></h3>"
                      f"<p>task {e(str(r.task))}{where}</p><pre>{e(r.message or r.outcome)}</pre>")
-    hidden = [r for r in g.results if r.hidden]
+        if getattr(r, "diagnosis", ""):
+            parts.append(f"<p class='cause'>Likely cause: {e(r.diagnosis)}</p>")
+    hidden = hidden_by_task(g)
     if hidden:
-        parts.append(f"<h2>Hidden tests</h2><p>{e(_hidden_header(g))}</p>"
-                     "<table><tr><th>test</th><th>task</th><th>outcome</th><th>points</th></tr>")
-        for r in hidden:
-            parts.append(f"<tr><td><code>{e(r.name)}</code></td><td>{e(str(r.task))}</td>"
-                         f"<td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
-                         f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")
-        parts.append("</table>")
+        parts.append(f"<h2>Hidden tests</h2><p>{e(_hidden_header(g))}</p>")
+        for task, rows in hidden:
+            parts.append(f"<h3>{e(_task_heading(task))}</h3><table><tr><th>test</th><th>outcome</th><th>points</th></tr>")
+            for r in rows:
+                cause = getattr(r, "diagnosis", "") if r.outcome not in ("passed", "pending") else ""
+                parts.append(f"<tr><td><code>{e(_label(r))}</code>"
+                             + (f"<div class='cause'>{e(cause)}</div>" if cause else "")
+                             + f"</td><td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
+                             f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")
+            parts.append("</table>")
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -477,7 +542,7 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "z
     writer = csv.writer(buf, lineterminator="\n")
     header = ["student_id"]
     for slug in slugs:
-        header += [slug, f"{slug}_raw", f"{slug}_late_hours"]
+        header += [slug, f"{slug}_raw", f"{slug}_late_hours", f"{slug}_provisional"]
     writer.writerow(header + ["total"])
     for student in sorted(by_student):
         row: list[Any] = [textsafe.csv_cell(student)]
@@ -487,7 +552,7 @@ def csv_export(graded: Sequence[Graded], slugs: Sequence[str], missing: str = "z
             score = final_score(g, missing, now) if g else None
             submitted = g is not None and g.status not in ("missing",)
             row += ["" if score is None else _fmt(score), _fmt(g.raw) if submitted and g.status == "graded" else "",
-                    g.late_hours if submitted else ""]
+                    g.late_hours if submitted else "", provisional(g) if g is not None else ""]
             total += score or 0.0
         writer.writerow(row + [_fmt(round(total, 4))])
     return buf.getvalue()

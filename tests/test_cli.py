@@ -88,6 +88,26 @@ def test_grade_gives_the_right_points(graded_class):
     print(f"graded 4 submissions in {seconds:.1f} s")
 
 
+def test_the_grade_table_shows_final_points_and_fits_80_columns(graded_class):
+    course_dir, _, _ = graded_class
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        main, ["grade", "--course", str(course_dir / "course.yml"), "--student", "alice", "--force"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    row = next(line for line in lines if "alice" in line and "vecops" in line)
+    assert "8.1/10" in row and " 9 " in row          # 10 h late: 10 % off 9 raw points; raw shown beside
+
+
+def test_grade_says_when_nothing_matches(toy, graded_class):
+    result = invoke(toy, "grade")
+    assert result.exit_code == 2 and "nothing is collected for vecops yet" in result.output
+    course_dir, _, _ = graded_class
+    result = invoke(course_dir, "grade", "--student", "zed")
+    assert result.exit_code == 2 and "--student zed: no submission of vecops" in result.output
+    assert "alice, bob, carol, dave" in result.output
+
+
 def test_regrading_is_a_no_op_and_force_redoes(graded_class):
     course_dir, _, _ = graded_class
     result = invoke(course_dir, "grade")
@@ -157,3 +177,35 @@ def test_sigkill_then_rerun_gives_the_same_gradebook(graded_class, tmp_path):
         theirs = [r for r in ref.snapshot() if True]
     # The reference class was re-graded once for carol with --force: compare the current gradings.
     assert mine == theirs
+
+
+def test_status_for_one_student_and_its_errors(graded_class):
+    course_dir, _, _ = graded_class
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["status", "--course", str(course_dir / "course.yml"),
+                                                            "--student", "dave"])
+    assert result.exit_code == 0, result.output
+    assert "importing vecops.py ended the process" in result.output      # dave's module exits at import
+    assert "graded with torch" in result.output
+    result = invoke(course_dir, "status", "--student", "nobody")
+    assert result.exit_code == 2 and "--student nobody: no such student" in result.output
+    result = invoke(course_dir, "status", "nope")
+    assert result.exit_code == 2 and "unknown assignment 'nope'" in result.output
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["status", "--course", str(course_dir / "course.yml")])
+    row = next(line for line in result.output.splitlines() if line.strip().startswith("vecops"))
+    assert row.split()[:8] == ["vecops", "4", "4", "0", "0", "4", "0", "1"]   # ..., GPU 4, errors 0, import 1
+
+
+def test_identical_content_scored_differently_in_two_environments_is_flagged(tmp_path):
+    from course import api
+    from course.grading.results import TestResult
+    gb = Gradebook(tmp_path / "g.sqlite")
+    r = TestResult(test_id="hidden:t", name="t", task="1.1", hidden=True, outcome="passed", points=1.0, max_points=1.0)
+    for student, torch_version, points in (("ann", "2.13.0", 1.0), ("ben", "2.14.0", 0.0)):
+        sid = gb.add_submission(student=student, slug="vecops", attempt=1, submitted_at="2026-10-01T10:00:00+00:00",
+                                late_by=0.0, sha256="same", path="p", source="dir")
+        gb.save_grading(sid, "v", [TestResult(**{**r.__dict__, "points": points,
+                                                 "outcome": "passed" if points else "failed"})],
+                        backend="sandbox", device="cpu", isolation="strong", started_at="x", duration=1.0,
+                        environment={"torch": torch_version, "device": "cpu"})
+    [conflict] = api.env_conflicts(gb, "vecops")
+    assert "torch 2.13.0" in conflict and "torch 2.14.0" in conflict and "ann" in conflict and "ben" in conflict

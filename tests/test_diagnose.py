@@ -98,3 +98,23 @@ def test_diagnoses_reach_results_and_never_points(pytester):
     # no variant matches 2 * ones for k=3: only the exact structural fact is named, never "doubled"
     assert res["test_value[3.0]"]["misconceptions"] == "constant_factor"
     assert all(r["outcome"] == "failed" and r["points"] == 0 and r["description"] == "f of ones" for r in res.values())
+
+
+def test_the_class_view_counts_students_per_misconception(toy):
+    from course import api
+    from course.gradebook import Gradebook
+    from course.grading.results import TestResult
+    course = api.load_course(toy / "course.yml")
+    gb = Gradebook(course.paths.gradebook)
+    for student, names in (("ann", "transposed"), ("ben", "transposed,constant_factor"), ("cat", "")):
+        sid = gb.add_submission(student=student, slug="vecops", attempt=1, submitted_at="2026-10-01T10:00:00+00:00",
+                                late_by=0.0, sha256=student, path="p", source="dir")
+        gb.save_grading(sid, "v", [TestResult(test_id="hidden:t", name="t", task="1.1", hidden=True,
+                                              outcome="failed" if names else "passed", points=0.0, max_points=1.0,
+                                              misconceptions=names)],
+                        backend="sandbox", device="cpu", isolation="strong", started_at="x", duration=1.0)
+    gb.close()
+    rows, graded = api.misconceptions(course, "vecops")
+    assert graded == 3
+    assert [(r.name, r.students, r.tasks) for r in rows] == [("transposed", 2, ["1.1"]), ("constant_factor", 1, ["1.1"])]
+    assert rows[0].text.startswith("Your result is the transpose")

@@ -269,3 +269,39 @@ def test_the_local_backend_stops_a_hang_and_names_it(pytester):
                        "--no-timeout", "-k", "slow_but")
     res = {r["name"].split("::")[1]: r for r in json.loads(out.read_text())["results"]}
     assert res["test_slow_but_finishes"]["outcome"] == "passed"
+
+
+def test_calibrated_limits_stop_a_hang_in_seconds(pytester):
+    from course.config import Limits
+    from course.grading.runner import calibrated_timeouts
+    limits = Limits(call_timeout=60, timeout_factor=10, timeout_floor=1.0)
+    assert dict(calibrated_timeouts({"a::t": 0.01, "a::u": 0.5}, limits)) == {"a::t": 1.0, "a::u": 5.0}
+    pytester.makepyfile(slow="def spin():\n    while True:\n        pass\n")
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_s.py").write_text(
+        "import pytest\n\n@pytest.mark.task('1.1')\n@pytest.mark.points(1)\ndef test_spin(submission):\n"
+        "    submission.call('slow.spin')\n")
+    out = pytester.path / "r.json"
+    import time
+    t0 = time.monotonic()
+    pytester.runpytest("-p", "no:cacheprovider", "--course-results", str(out), "--course-device", "cpu",
+                       "--course-timeouts", json.dumps({"test_s.py::test_spin": 1.0}))
+    assert time.monotonic() - t0 < 20      # the 60 s call_timeout did not apply
+    [r] = json.loads(out.read_text())["results"]
+    assert r["outcome"] == "timeout" and "(1 s)" in r["message"]
+
+
+def test_grading_plans_calibrated_limits_from_the_reference_timings(toy):
+    from course import api
+    from course.gradebook import Gradebook
+    from course.grading.runner import spec_for
+    course = api.load_course(toy / "course.yml")
+    spec = spec_for(course, "vecops")
+    with Gradebook(course.paths.gradebook) as gb:
+        gb.add_submission(student="ann", slug="vecops", attempt=1, submitted_at="2026-10-01T10:00:00+00:00",
+                          late_by=0.0, sha256="x", path="submitted/ann/vecops/1", source="dir")
+        gb.set_reference_timings("vecops", spec.version, {"test_hidden_vecops.py::test_accumulator": 0.05}, "here")
+        gb.set_reference_timings("vecops", "an-older-grader", {"test_hidden_vecops.py::test_accumulator": 99}, "here")
+        jobs, _ = api.plan_grading(course, gb, None, None, force=False, only_pending=False)
+    [job] = jobs
+    assert dict(job.timeouts) == {"test_hidden_vecops.py::test_accumulator": spec.limits.timeout_floor}

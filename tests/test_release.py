@@ -53,3 +53,32 @@ def test_release_refuses_leaks_naming_the_file(toy, tmp_path, leak, fragment):
 
 def test_hidden_test_names(toy):
     assert {"test_dot_matches_torch", "test_accumulator"} <= hidden_test_names(toy / "graders" / "vecops")
+
+
+def test_a_kit_declares_only_what_its_assignments_need(toy, tmp_path):
+    import tomllib
+    course = api.load_course(toy / "course.yml")
+    rep = api.release(course, ["vecops"], tmp_path / "bundle")
+    project = tomllib.loads((rep.folder / "pyproject.toml").read_text())["project"]
+    assert "optional-dependencies" not in project          # vecops needs torch only
+    assert not any(d.startswith(("transformers", "peft", "bitsandbytes")) for d in project["dependencies"])
+    assert project["version"].endswith("+kit.vecops")
+    assert 'pip install -e .  ' in (rep.folder / "README.md").read_text()
+    text = (toy / "course.yml").read_text().replace("    points: 10\n", "    points: 10\n    requires: [\"peft>=0.13\"]\n", 1)
+    (toy / "course.yml").write_text(text)
+    rep = api.release(api.load_course(toy / "course.yml"), ["vecops"], tmp_path / "bundle2")
+    assert tomllib.loads((rep.folder / "pyproject.toml").read_text())["project"]["optional-dependencies"] == {
+        "libs": ["peft>=0.13"]}
+
+
+def test_course_check_says_once_how_the_environment_differs(toy, tmp_path):
+    import json
+    rep = api.release(api.load_course(toy / "course.yml"), ["vecops"], tmp_path / "bundle")
+    manifest = rep.folder / "grading-environment.json"
+    data = json.loads(manifest.read_text())
+    assert data["grading"]["torch"]                     # the graders' versions travel with the kit
+    data["grading"]["torch"] = "9.9.9"
+    manifest.write_text(json.dumps(data))
+    notes = api.check_notes(rep.folder / "assignments" / "vecops")
+    assert any("grading uses torch 9.9.9" in n for n in notes)
+    assert any("ships its own course tool" in n for n in notes)   # this test runs the repository's course

@@ -48,8 +48,8 @@ def test_late_penalty_shows_in_feedback_and_csv():
     assert g.final == 2.4 and g.raw == 3
     assert "late penalty 20 %" in report.feedback_markdown(g)
     rows = list(csv.reader(io.StringIO(report.csv_export([g], ["vecops"]))))
-    assert rows[0] == ["student_id", "vecops", "vecops_raw", "vecops_late_hours", "total"]
-    assert rows[1] == ["ann<script>", "2.4", "3", "30.0", "2.4"]
+    assert rows[0] == ["student_id", "vecops", "vecops_raw", "vecops_late_hours", "vecops_provisional", "total"]
+    assert rows[1] == ["ann<script>", "2.4", "3", "30.0", "1 GPU test(s) pending", "2.4"]   # its GPU test is pending
 
 
 def test_gradescope_fields_and_hidden_visibility():
@@ -75,3 +75,21 @@ def test_annotations_point_at_the_students_line():
     assert report.github_annotations(graded(), "assignments/vecops") == [
         "::error file=assignments/vecops/vecops.py,line=14,title=test_vecops.py%3A%3Atest_dot_small::"
         "AssertionError: <b>11.5</b> != 11"]
+
+
+def test_feedback_groups_hidden_tests_by_task_with_words_and_likely_causes():
+    from dataclasses import replace
+    g = graded()
+    g.results = [replace(r, description="dot of vectors of length 7, float32",
+                         diagnosis="Your dot product is off by a constant factor.")
+                 if r.name.endswith("[7]") else r for r in g.results]
+    g.notes = ["vecops-1.py was collected as vecops.py (Canvas adds -1 to a re-upload)"]
+    md, page = report.feedback_markdown(g), report.feedback_html(g)
+    for text in (md, page):
+        assert "Task 1.1" in text and "Task 2.1" in text
+        assert "dot of vectors of length 7, float32" in text and "test_dot_matches_torch[7]" not in text
+        assert "Your dot product is off by a constant factor." in text
+        assert "collected as vecops.py" in text
+        assert SECRET not in text
+    assert md.index("### Task 1.1") < md.index("### Task 2.1")
+    assert "submitted 2026-10-02 10:00 UTC" in md

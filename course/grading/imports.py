@@ -99,10 +99,12 @@ class ImportLedger:
             short = exc.remote_type.rsplit(".", 1)[-1]
             self.failed[module] = (f"importing {module}.py failed{where}: {short}: {exc.remote_message}",
                                    exc.location)
-        except SubmissionTimeout as exc:
-            self.failed[module] = (f"importing {module}.py did not finish within its time limit ({exc})", None)
+        except SubmissionTimeout:
+            self.failed[module] = (f"importing {module}.py did not finish within its time limit (an endless loop "
+                                   "at module level?)", None)
         except WorkerCrashed as exc:
-            self.failed[module] = (f"importing {module}.py ended the process: {exc}", None)
+            detail = str(exc).split(": ", 1)[-1]
+            self.failed[module] = (f"importing {module}.py ended the process: {detail}", None)
         else:
             self.done.add(module)
             return

@@ -42,7 +42,7 @@ from course.grading.failures import (BadReply, SubmissionError, SubmissionFailur
 from course.grading.imports import ImportFailed, ImportLedger, modules_named_in
 from course.grading.probe_code import probe_spec  # noqa: F401  (re-exported)
 from course.grading.static import read_source
-from course.grading.results import OUTCOMES, TestResult  # noqa: F401  (re-exported)
+from course.grading.results import OUTCOMES, TestResult, shorten  # noqa: F401  (re-exported)
 from course.grading.worker import Worker, describe_exception
 
 PENDING_PREFIX = "pending: "
@@ -268,6 +268,7 @@ class JudgeState:
     sandbox_pool: Any = None
     submission_started: float | None = None
     no_timeout: bool = False
+    timeouts: dict[str, float] = field(default_factory=dict)
     ledgers: dict[Path, ImportLedger] = field(default_factory=dict)
 
     def submission_for(self, test_path: Path) -> Path:
@@ -351,11 +352,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="no time limit on calls into the submission (to debug with pdb; grading ignores it)")
     group.addoption("--course-fast-reports", action="store_true", default=False,
                     help="grading: record each failure's message without rendering pytest's tracebacks")
+    group.addoption("--course-timeouts", default=None, metavar="JSON",
+                    help="calibrated time limits per test name (from the solution's times in course validate)")
     group.addoption("--course-seed", type=int, default=None,
                     help="seed of the rng fixture (default: 0 locally, secret and random in the sandbox)")
 
 
+def _no_dtensor_unwrapping() -> None:
+    """``torch.testing.assert_close`` imports ``torch.distributed.tensor`` on its first call, to unwrap
+    DTensors: about 4 s, more than every test of an assignment together. Nothing here is ever a DTensor
+    (a submission's values arrive as plain tensors through the wire; tests build plain tensors), so the
+    check is switched off. Private torch API: if it moves, nothing breaks, only the saving is lost."""
+    try:
+        from torch.testing import _comparison
+        if getattr(_comparison, "_HAS_DTENSOR", None) is True and "torch.distributed.tensor" not in sys.modules:
+            _comparison._HAS_DTENSOR = False
+    except Exception:
+        pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _no_dtensor_unwrapping()
     for line in (
         "points(n): points this test is worth (a parametrised test shares them across its cases)",
         "task(id): the assignment task this test checks, e.g. task('1.2'); select with --task 1.2",
@@ -388,6 +405,7 @@ def pytest_configure(config: pytest.Config) -> None:
         tasks=list(config.getoption("task", [])),
         only=set(json.loads(config.getoption("course_only", None) or "[]")),
         no_timeout=bool(config.getoption("no_timeout", False)) and backend == "local",
+        timeouts={str(k): float(v) for k, v in json.loads(config.getoption("course_timeouts", None) or "{}").items()},
     )
 
 
@@ -644,7 +662,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(f"{'task':<8} {'passed':>8} {'points':>14}  first failure")
     for row in rows:
         tr.write_line(f"{row['task']:<8} {row['passed']:>3}/{row['tests']:<4} "
-                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {row['first_failure'][:100]}")
+                      f"{row['points']:>6.2f}/{row['max_points']:<6.2f}  {shorten(row['first_failure'], 160)}")
     earned = sum(r.points for r in collected)
     total = sum(r.max_points for r in collected)
     tr.write_line(f"{'total':<8} {sum(r['passed'] for r in rows):>3}/{len(collected):<4} {earned:>6.2f}/{total:<6.2f}")
@@ -664,7 +682,8 @@ def task_table(collected: list[TestResult]) -> list[dict[str, Any]]:
         row["max_points"] += r.max_points
         if r.outcome not in ("passed", "pending") and not row["first_failure"]:
             label = r.message.splitlines()[0] if r.message else ("hidden test failed" if r.hidden else r.outcome)
-            row["first_failure"] = f"{r.name}: {label}"
+            where = f" [at {r.location}]" if r.location and not r.hidden else ""
+            row["first_failure"] = f"{r.name}: {label}{where}"
     return [rows[k] for k in sorted(rows, key=_task_sort_key)]
 
 
@@ -691,7 +710,11 @@ def submission(request: pytest.FixtureRequest) -> Submission:
     if not path.is_dir():
         raise pytest.UsageError(f"--submission {path}: not a folder")
     backend = state.backend_for(path, hidden=_is_hidden(state, Path(request.node.path)))
-    deadline = time.monotonic() + _timeout_of(request.node, state.limits.call_timeout)
+    limit = _timeout_of(request.node, state.limits.call_timeout)
+    calibrated = state.timeouts.get(_display_name(request.node))
+    if calibrated is not None:   # max(k x the solution's time, floor), never above the test's own limit
+        limit = min(limit, calibrated)
+    deadline = time.monotonic() + limit
     if state.submission_started is not None:
         deadline = min(deadline, state.submission_started + state.limits.submission_timeout)
     if state.no_timeout:

@@ -29,3 +29,17 @@ class TestResult:
     description: str = ""           # what the test checks, in words (shown instead of a parametrize id)
     diagnosis: str = ""             # the misconceptions a failure matches, in words (trusted catalogue text)
     misconceptions: str = ""        # their names, comma-separated (for the class view)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut at a word boundary (never mid-word), keeping a trailing ``[at file:line]``."""
+    if len(text) <= width:
+        return text
+    where = ""
+    if text.endswith("]") and " [at " in text:
+        text, where = text[:text.rindex(" [at ")], text[text.rindex(" [at "):]
+    room = max(10, width - len(where) - 2)
+    cut = text[:room]
+    if " " in cut[room // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + " …" + where

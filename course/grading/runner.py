@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import course
 from course.config import Assignment, Course, Limits
 from course.errors import GradingError
+from course.grading import environment
 from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
@@ -55,6 +56,7 @@ class Job:
     spec: GraderSpec
     submission: Path
     only: tuple[str, ...] = () # test names to run (``--only-pending``); empty: all
+    timeouts: tuple[tuple[str, float], ...] = ()   # calibrated limits per test name (see calibrated_timeouts)
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
     seed: int | None = None    # the judge's seed (``course validate --seeds``); None: a fresh secret one
 
@@ -69,6 +71,7 @@ class JobResult:
     started_at: str = ""
     duration: float = 0.0
     log: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -96,6 +99,7 @@ def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assi
     points/limits and the engine's version."""
     h = hashlib.sha256()
     h.update(f"course {course.__version__}\n".encode())
+    h.update(environment.version_key().encode())   # a library upgrade is a visible regrade
     h.update(json.dumps({"points": assignment.points, "limits": asdict(assignment.limits)}, sort_keys=True).encode())
     oracles = oracle_solutions(graders, solutions, slug) if solutions is not None else []
     for base in (graders / slug, assignments / slug / "tests", *oracles):
@@ -117,8 +121,16 @@ def spec_for(course_: Course, slug: str) -> GraderSpec:
                       limits=a.limits, version=grader_version(p.root, slug, p.graders, p.assignments, a, p.solutions))
 
 
+def calibrated_timeouts(reference: dict[str, float], limits: Limits) -> tuple[tuple[str, float], ...]:
+    """Each test's limit from the solution's time: ``max(timeout_factor x seconds, timeout_floor)``, so a
+    hang costs seconds, not the whole call_timeout, while slow but correct code still passes."""
+    return tuple(sorted((name, round(max(limits.timeout_factor * t, limits.timeout_floor), 3))
+                        for name, t in reference.items()))
+
+
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
-                only: Sequence[str], ini: Path, quiet: bool = True) -> list[str]:
+                only: Sequence[str], ini: Path, quiet: bool = True,
+                timeouts: Sequence[tuple[str, float]] = ()) -> list[str]:
     # no:faulthandler: a judge is a forked child; if the parent armed faulthandler's watchdog
     # (pytest's faulthandler_timeout, say), the child's pytest would wait forever cancelling it.
     args = [
@@ -134,6 +146,8 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         args.append("-q")
     if only:
         args += ["--course-only", json.dumps(list(only))]
+    if timeouts:
+        args += ["--course-timeouts", json.dumps(dict(timeouts))]
     return args + [str(p) for p in spec.test_paths]
 
 
@@ -150,7 +164,8 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
-                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini)
+                       seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini,
+                       timeouts=job.timeouts)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
@@ -165,8 +180,11 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     if not collected:
         return JobResult(job, False, message=f"no tests were collected (pytest exit code {int(exit_code)})",
                          started_at=started_at, duration=duration)
+    slot = sandbox.injected_pool()
+    env = environment.record(device, isolation=data.get("isolation", "none"),
+                             memory_limit_by=getattr(getattr(slot, "pool", None), "memory_limit_by", None))
     return JobResult(job, True, collected, isolation=data.get("isolation", "none"), started_at=started_at,
-                     duration=duration)
+                     duration=duration, environment=env)
 
 
 def _now() -> str:
@@ -176,6 +194,9 @@ def _now() -> str:
 
 def preload() -> None:
     """Import once, before forking judges, what every judge needs (never computing with torch)."""
+    import logging
+    # bitsandbytes warns on import on some CPUs about an optional kernel package: noise on a TA's screen
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import pytest  # noqa: F401
     import torch  # noqa: F401
     import course.grading.judge  # noqa: F401
@@ -367,14 +388,16 @@ def encode_result(result: JobResult) -> bytes:
     """A judge's result as JSON (plain data: also what a Dask task returns)."""
     return json.dumps({"ok": result.ok, "results": [asdict(r) for r in result.results],
                        "isolation": result.isolation, "message": result.message,
-                       "started_at": result.started_at, "duration": result.duration}).encode()
+                       "started_at": result.started_at, "duration": result.duration,
+                       "environment": result.environment}).encode()
 
 
 def decode_result(job: Job, payload: bytes) -> JobResult:
     data = json.loads(payload)
     return JobResult(job, bool(data["ok"]), [TestResult(**r) for r in data["results"]],
                      isolation=str(data["isolation"]), message=str(data["message"]),
-                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)))
+                     started_at=str(data["started_at"]), duration=float(data.get("duration", 0.0)),
+                     environment=dict(data.get("environment") or {}))
 
 
 def _die_with_parent() -> None:

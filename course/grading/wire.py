@@ -120,7 +120,7 @@ class _Encoder:
             if isinstance(value, np.generic):
                 return self.encode(value.item(), path, depth)
         raise WireError(
-            f"{path}: a {_describe(value)} cannot cross to the grader; return tensors, numbers, "
+            f"{path}: an object of type {_describe(value)} cannot cross to the grader; return tensors, numbers, "
             "strings, bools, None, or lists/tuples/dicts of them")
 
     def _count(self, n: int, path: str) -> None:

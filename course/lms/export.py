@@ -88,6 +88,7 @@ def _moodle(course: Course, slug: str, sheet: Path, students: Sequence[roster_mo
         g = by.get((student.id, slug))
         text = ("" if value is None else f"{value:.2f} / {a.points:g} points"
                 + (f" after a late penalty of {g.penalty * 100:.0f} %" if g and g.penalty and g.status == "graded" else "")
+                + (f"; provisional: {report.provisional(g)}" if g and report.provisional(g) else "")
                 + ("; see feedback.html" if g and g.status == "graded" else ""))
         scores[pid] = (value, moodle.comment(text))
         if g is not None and g.status == "graded":
@@ -112,6 +113,8 @@ def warnings(course: Course, graded: Sequence[Graded], slugs: Sequence[str], fmt
                        f"(course collect ... --student {g.student} --submitted-at TIME)")
         elif g.status in ("not graded", "error"):
             out.append(f"{g.student}/{g.slug}: {g.status}: blank in the export")
+        elif report.provisional(g):
+            out.append(f"{g.student}/{g.slug}: provisional score ({report.provisional(g)}): it rises when they are graded")
     roster = roster_mod.load(course.paths.roster)
     if len(roster):
         on = set(roster.ids)

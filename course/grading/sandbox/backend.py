@@ -75,12 +75,14 @@ class SandboxBackend:
         budget = deadline - time.monotonic()
         if budget <= 0:
             raise SubmissionTimeout(f"{label}: no time left in this test's budget")
+        self.last_budget = budget
         try:
             wire.send_frame(sock, frame, budget)
             reply = wire.recv(sock, max_reply, max(0.0, deadline - time.monotonic()))
         except wire.WireTimeout:
             self._stop()
-            raise SubmissionTimeout(f"{label} did not finish within the time limit; the worker was stopped") from None
+            raise SubmissionTimeout(f"{label} did not finish within the time limit ({budget:.0f} s); the worker "
+                                    "was stopped") from None
         except (wire.WireClosed, BrokenPipeError, ConnectionResetError):
             how = self._stop()
             raise WorkerCrashed(f"{label}: the submission's process ended abruptly ({how}): "
