@@ -981,7 +981,8 @@ def import_manual_scores(course: Course, slug: str, nbgrader_db: Path, assignmen
         for r in records:
             if r.student not in known:
                 raise CourseError(f"{nbgrader_db}: student {r.student!r} is not in the course gradebook")
-            gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader")
+            gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader",
+                                reason=f"imported from {Path(nbgrader_db).name}")
     return records
 
 

@@ -444,14 +444,16 @@ class Cutoff:
 class AsOf:
     """The gradebook as it stood at ``cut``: rows recorded later are not there (for replaying a history)."""
 
-    def __init__(self, gb: Gradebook, cut: Cutoff):
+    def __init__(self, gb: Gradebook, cut: Cutoff, every: Sequence[SubmissionRow] | None = None):
         self.gb, self.cut, self.db = gb, cut, gb.db
         self.ledger_upto = cut.ledger
         self.path = gb.path
+        self.every = list(every) if every is not None else gb.submissions(latest_only=False)   # all attempts
 
     def submissions(self, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
                     latest_only: bool = True) -> list[SubmissionRow]:
-        rows = [s for s in self.gb.submissions(slugs, students, latest_only=False) if s.id <= self.cut.submission]
+        rows = [s for s in self.every if s.id <= self.cut.submission and (not slugs or s.slug in slugs)
+                and (not students or s.student in students)]
         if latest_only:
             last: dict[tuple[str, str], SubmissionRow] = {}
             for s in rows:
@@ -549,8 +551,9 @@ def history(course: Course, gb: Gradebook, student: str, slug: str | None = None
         while idx < len(steps) and steps[idx].ref.startswith("#"):
             idx += 1
         steps.insert(idx, step)
+    every = gb.submissions(latest_only=False)
     for step in steps:
-        step.score = _score_at(course, gb, student, slug or step.slug, step.cut, report)
+        step.score = _score_at(course, gb, student, slug or step.slug, step.cut, report, every)
     return steps
 
 
@@ -558,10 +561,11 @@ def _parse(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def _score_at(course: Course, gb: Gradebook, student: str, slug: str, cut: Cutoff | None, report: Any) -> float | None:
+def _score_at(course: Course, gb: Gradebook, student: str, slug: str, cut: Cutoff | None, report: Any,
+              every: Sequence[SubmissionRow]) -> float | None:
     if cut is None or slug == "*":
         return None
-    view = AsOf(gb, cut)
+    view = AsOf(gb, cut, every)
     then = replace(course, extensions=extensions_as_of(gb, cut.ledger))
     [g] = report.load_graded(then, view, [slug], [student])
     return report.final_score(g, course.missing)

@@ -223,3 +223,13 @@ def test_extra_credit_needs_the_flag(toy, tmp_path):
     with api.open_gradebook(course) as gb:
         [ann] = report.load_graded(course, gb, ["vecops"], ["ann"])
     assert report.final_score(ann) == 11.0
+
+
+def test_every_staff_command_and_option_has_help():
+    from course.cli import main
+    for name in ("override", "regrade-request", "requests", "history", "slip-days"):
+        command = main.commands[name]
+        assert command.help, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"course {name} {param.opts} has no help text"
