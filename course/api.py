@@ -710,9 +710,9 @@ def requests(course: Course, *, open_only: bool = False) -> list[Any]:
 
 def history(course: Course, student: str, slug: str | None = None) -> list[Any]:
     """Every step of ``student``'s record (of ``slug``, or all), in order, with the score after each."""
-    from course import ledger
+    from course import history as history_mod
     with open_gradebook(course) as gb:
-        return ledger.history(course, gb, student, slug)
+        return history_mod.history(course, gb, student, slug)
 
 
 def pin_slip_days(course: Course, student: str, slug: str, days: int | None, *, reason: str,

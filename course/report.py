@@ -145,7 +145,7 @@ def graded_from_results(course: Course | None, student: str, slug: str, results:
                   penalty=penalty)
 
 
-def load_graded(course: Course, gradebook: Any, slugs: Sequence[str] | None = None,
+def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
                 students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
     """The current grade of every (student, assignment), from the gradebook and its ledger.
 
@@ -153,7 +153,7 @@ def load_graded(course: Course, gradebook: Any, slugs: Sequence[str] | None = No
     a group submission counts for each of its members, each with their own due date and penalty.
     The attempt that counts follows ``grade_attempt``; overrides, slip days (over every assignment of
     the course, in due-date order) and accommodations are applied here, so every export agrees.
-    ``gradebook`` may be a :class:`course.ledger.AsOf` view (a history's past).
+    ``gradebook`` may be a :class:`course.history.AsOf` view (a history's past).
     """
     from course import late, ledger
     from course import roster as roster_mod

@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 
-from course import api, report
-from course.grading.results import TestResult
+from course import api
 from course.grading.runner import JobResult, spec_for
 from staffkit import cli, grade, results, said, submit
 
