@@ -408,8 +408,19 @@ def _print_slip_days(course) -> None:
 def feedback(slugs, students, out, course_file) -> None:
     """Write Markdown and HTML feedback per student and assignment (hidden tests: name, outcome, points)."""
     course = _course(course_file)
+    _warn_published_changes(api.published_changes(course, slugs or None))
     written = api.feedback(course, slugs or None, students or None, out)
     console.print(f"wrote {len(written)} file(s) under {out or course.paths.feedback}")
+
+
+def _warn_published_changes(changes) -> None:
+    """Scores that differ from what students were last shown (nothing changes silently)."""
+    fmt = lambda x: "blank" if x is None else f"{x:g}"          # noqa: E731
+    for student, slug, was, now in changes[:10]:
+        err_console.print(f"[yellow]changed since last published:[/] {term(student)}/{slug}: {fmt(was)} -> {fmt(now)} "
+                          f"(course history {term(student)} {slug})", soft_wrap=True)
+    if len(changes) > 10:
+        err_console.print(f"... and {len(changes) - 10} more changed score(s)")
 
 
 @main.command()
@@ -427,13 +438,8 @@ def export(fmt: str, worksheet: Path | None, out: Path | None, slugs: tuple[str,
     """Export grades (late penalties applied) for an LMS, as CSV, Gradescope results.json or JUnit XML."""
     from rich.markup import escape
     course = _course(course_file)
-    changes = api.published_changes(course, slugs or None) if fmt in ("csv", "canvas", "moodle", "gradescope-csv") else []
-    for student, slug, was, now in changes[:10]:
-        err_console.print(f"[yellow]changed since last published:[/] {term(student)}/{slug}: "
-                          f"{'blank' if was is None else f'{was:g}'} -> {'blank' if now is None else f'{now:g}'} "
-                          f"(course history {term(student)} {slug})")
-    if len(changes) > 10:
-        err_console.print(f"... and {len(changes) - 10} more changed score(s)")
+    if fmt in ("csv", "canvas", "moodle", "gradescope-csv"):
+        _warn_published_changes(api.published_changes(course, slugs or None))
     written = api.export(course, fmt, out, slugs or None, worksheet=worksheet)
     for warning in api.export_warnings(course, fmt, slugs or None):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
