@@ -815,6 +815,8 @@ class ValidationReport:
     total: float = 0.0
     manual_points: float = 0.0
     seconds: float = 0.0
+    mutation: Any = None          # course.validation.MutationReport, with ``--mutants``
+    determinism: Any = None       # course.validation.determinism.DeterminismReport, with ``--determinism``
 
     @property
     def ok(self) -> bool:
@@ -836,13 +838,18 @@ def _overlay(course: Course, slug: str, dest: Path, with_solution: bool) -> Path
 
 
 def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 2, backend: str = "sandbox",
-             on_progress: Callable[[str], None] | None = None) -> list[ValidationReport]:
+             on_progress: Callable[[str], None] | None = None,
+             options: "validation.Options | None" = None) -> list[ValidationReport]:
     """For each assignment: solution full marks, stub 0, stubs in sync, points add up, public pass, no leak.
 
     The solutions and stubs of every selected assignment are graded in one run (one sandbox
-    fork server), ``jobs`` at a time.
+    fork server), ``jobs`` at a time. With ``options`` (:class:`course.validation.Options`), the
+    same executor then grades the alternatives, hand-written bugs, misconceptions, mutants and
+    determinism runs it asks for (see :mod:`course.validation`); without, only the checks above.
     """
     import time
+    from course import validation
+    validation.preflight(options)
     t0 = time.monotonic()
     reports: dict[str, ValidationReport] = {}
     planned: list[Job] = []
@@ -869,6 +876,9 @@ def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 
         try:
             done = {r.job.key: r for r in ex.run(planned, on_done=lambda r: on_progress and on_progress(
                 f"{r.job.key}: {r.points:g}/{r.max_points:g} in {r.duration:.0f} s"))}
+            extra = validation.run(course, reports, {s: done[f"{s}/solution"] for s in reports
+                                                     if f"{s}/solution" in done}, ex, options, Path(tmp),
+                                   on_progress) if options is not None and options.any else {}
         finally:
             ex.close()
     for slug, rep in reports.items():
@@ -876,6 +886,7 @@ def validate(course: Course, slugs: Sequence[str] | None = None, *, jobs: int = 
             _judge_validation(course, rep, done[f"{slug}/solution"], done[f"{slug}/stub"])
             record_reference_timings(course, done[f"{slug}/solution"])
         rep.seconds = round(sum(done[k].duration for k in (f"{slug}/solution", f"{slug}/stub") if k in done), 1)
+        rep.checks.extend(extra.get(slug, ()))
     return list(reports.values())
 
 

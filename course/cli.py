@@ -452,18 +452,33 @@ def export(fmt: str, worksheet: Path | None, out: Path | None, slugs: tuple[str,
 @main.command()
 @click.argument("slugs", nargs=-1)
 @click.option("--jobs", "-j", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Grade the solution and the stub in parallel.")
+              help="Grade the solution, the stub and every variant this many at a time.")
 @click.option("--graders", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding graders/<slug> (default: course.yml paths.graders).")
 @click.option("--seeds", type=click.IntRange(min=0), default=0, metavar="N",
               help="Also grade the solution and the stub under N secret seeds and flag tests whose outcome changes.")
+@click.option("--basic", is_flag=True,
+              help="Only the basic checks: skip alternatives, hand-written bugs and misconceptions.")
+@click.option("--mutants", is_flag=True,
+              help="Mutation testing of the solution regions (needs mutmut): kill rate per task, survivors' diffs.")
+@click.option("--max-mutants", type=click.IntRange(0), default=None, metavar="N",
+              help="Mutants graded per assignment with --mutants (0: all; default: course.yml max_mutants, 40).")
+@click.option("--determinism", type=click.IntRange(0, 50), default=0, metavar="N",
+              help="Grade the solution and a slow variant N times each under CPU load; fail if any grade differs.")
 @COURSE_OPTION
-def validate(slugs, jobs, graders, seeds, course_file) -> None:
-    """Check each assignment: solution full marks, stub 0, stubs in sync, points add up, no leak."""
+def validate(slugs, jobs, graders, seeds, basic, mutants, max_mutants, determinism, course_file) -> None:
+    """Check each assignment: solution full marks, stub 0, stubs in sync, points add up, no leak; that
+    alternative solutions score full marks and hand-written bugs and misconceptions lose points."""
+    import time
+
+    from course.validation import Options
     if seeds == 1:
         raise click.BadParameter("at least 2 seeds are needed to see an outcome change", param_hint="--seeds")
+    t0 = time.monotonic()
     course = _course(course_file, graders)
-    reports = api.validate(course, slugs or None, jobs=jobs, on_progress=lambda m: err_console.print(m))
+    options = Options(variants=not basic, mutants=mutants, max_mutants=max_mutants, determinism=determinism)
+    reports = api.validate(course, slugs or None, jobs=jobs, options=options,
+                           on_progress=lambda m: err_console.print(term(m), soft_wrap=True))
     failed = False
     for rep in reports:
         table = Table(title=f"validate {rep.slug}: solution {rep.solution_points:g}"
@@ -474,12 +489,44 @@ def validate(slugs, jobs, graders, seeds, course_file) -> None:
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for name, ok, detail in rep.checks:
-            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", term(detail))
+            table.add_row(term(name), "[green]ok[/]" if ok else "[red]FAIL[/]", term(detail))
         console.print(table)
+        if rep.mutation is not None:
+            _print_mutation(rep.mutation)
         failed |= not rep.ok
     if seeds:
         failed |= not _validate_seeds(course, slugs, seeds, jobs)
+    wall = time.monotonic() - t0
+    if mutants:
+        rates = ", ".join(f"{r.slug} {r.mutation.kill_rate:.0%}" for r in reports if r.mutation is not None)
+        console.print(f"mutant kill rate per assignment: {rates or '(none graded)'}; "
+                      f"{wall:.0f} s wall with --jobs {jobs}", markup=False)
+    else:
+        console.print(f"validate took {wall:.0f} s with --jobs {jobs}", markup=False)
+    if not determinism:
+        console.print(f"grades under load: course validate --determinism 3 {' '.join(slugs) or '[SLUG...]'} "
+                      "(grades the solution and a slow variant 3 times each with CPU burners)", markup=False)
     sys.exit(1 if failed else 0)
+
+
+def _print_mutation(report) -> None:
+    from rich.text import Text
+    table = Table(title=f"{report.slug}: mutants by task (kill rate {report.kill_rate:.0%}, "
+                        f"{report.judge_seconds:.0f} s of grading)")
+    for col in ("task", "mutants", "killed", "equivalent", "survived"):
+        table.add_column(col)
+    for row in report.per_task():
+        table.add_row(row["task"], str(row["mutants"]), str(row["killed"]), str(row["equivalent"]), str(row["survived"]))
+    console.print(table)
+    for o in report.survivors:
+        console.print(Text(f"survivor {o.mutant.id} (task {o.mutant.task}, {o.mutant.operator}): "
+                           f"no test loses points", style="bold"), soft_wrap=True)
+        console.print(Text(o.mutant.diff), soft_wrap=True)
+    for mutant_id, why in report.stale:
+        console.print(Text(f"stale equivalent entry {mutant_id}: {why}", style="yellow"), soft_wrap=True)
+    if report.survivors:
+        console.print(Text(f"mark a survivor that no correct test can kill in graders/{report.slug}/mutants.yml: "
+                           "equivalent: [{id: ..., why: ...}]"))
 
 
 def _validate_seeds(course, slugs, n: int, jobs: int) -> bool:

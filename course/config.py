@@ -93,6 +93,8 @@ class Assignment:
     points: float = 100.0
     needs_gpu: bool = False
     limits: Limits = field(default_factory=Limits)
+    min_mutant_kill: float = 0.9        # `course validate --mutants` fails below this kill rate
+    max_mutants: int = 40               # mutants graded per assignment by `--mutants` (0: every one)
     canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
     release: dt.datetime | None = None  # when students got it (an accommodation's ``factor`` needs it)
     grade_attempt: str = "latest"       # latest | best | latest_on_time: which attempt counts
@@ -313,6 +315,33 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
     )
 
 
+def parse_fraction(value: Any, key: str, ctx: _Ctx) -> float:
+    """A fraction in [0, 1], written 0.9 or '90%'."""
+    text = str(value).strip()
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(value)
+    except (TypeError, ValueError):
+        raise ctx.fail(key, value, "is not a fraction (write e.g. 0.9 or '90%')") from None
+    if not 0.0 <= number <= 1.0:
+        raise ctx.fail(key, value, "must lie between 0 and 1 (or 0% and 100%)")
+    return number
+
+
+def _mutant_settings(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Mapping[str, Any]) -> dict[str, Any]:
+    """``min_mutant_kill`` and ``max_mutants``, at the top level or per assignment."""
+    out = dict(base)
+    if "min_mutant_kill" in data:
+        out["min_mutant_kill"] = parse_fraction(data["min_mutant_kill"], f"{key}min_mutant_kill", ctx)
+    if "max_mutants" in data:
+        value = data["max_mutants"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ctx.fail(f"{key}max_mutants", value, "must be a whole number >= 0 (0: every mutant)")
+        out["max_mutants"] = value
+    return out
+
+
 STAFF_KEYS = ("grade_attempt", "hidden_feedback", "after_due", "hidden_feedback_limit")
 _WINDOWS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
 
@@ -353,11 +382,12 @@ def _feedback_limit(value: Any, key: str, ctx: _Ctx) -> FeedbackLimit | None:
     return FeedbackLimit(count=count, per=seconds, per_text=str(per))
 
 
-def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits, staff: Mapping[str, Any] | None = None) -> Assignment:
+def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits,
+                base_mutants: Mapping[str, Any] | None = None, staff: Mapping[str, Any] | None = None) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
-    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires", "release",
-                  *STAFF_KEYS}, key, ctx)
+    _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires", "min_mutant_kill",
+                  "max_mutants", "release", *STAFF_KEYS}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -394,6 +424,7 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits, staff: Mappin
         points=_number(data.get("points", 100), f"{key}.points", ctx, positive=True),
         needs_gpu=needs_gpu,
         limits=_limits(_mapping(data.get("limits"), f"{key}.limits", ctx), f"{key}.limits", ctx, base_limits),
+        **_mutant_settings(data, f"{key}.", ctx, base_mutants or {}),
     )
 
 
@@ -489,8 +520,8 @@ def load(path: str | Path = "course.yml") -> Course:
     path = Path(path).resolve()
     ctx = _Ctx(path)
     data = _mapping(_read_yaml(path), "(top level)", ctx)
-    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing", "regrade_share",
-                  *STAFF_KEYS}, "", ctx)
+    _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing",
+                  "min_mutant_kill", "max_mutants", "regrade_share", *STAFF_KEYS}, "", ctx)
     share = data.get("regrade_share", 0)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise ctx.fail("regrade_share", share, "must be a share of the class between 0 and 1 (default 0: any change "
@@ -505,7 +536,8 @@ def load(path: str | Path = "course.yml") -> Course:
     raw_assignments = data.get("assignments") or []
     if not isinstance(raw_assignments, list):
         raise ctx.fail("assignments", raw_assignments, "must be a list")
-    assignments = tuple(_assignment(a, i, ctx, base_limits, staff) for i, a in enumerate(raw_assignments))
+    base_mutants = _mutant_settings(data, "", ctx, {})
+    assignments = tuple(_assignment(a, i, ctx, base_limits, base_mutants, staff) for i, a in enumerate(raw_assignments))
     seen: set[str] = set()
     for i, a in enumerate(assignments):
         if a.slug in seen:

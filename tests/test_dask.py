@@ -88,7 +88,7 @@ def test_dask_grades_the_class_like_the_local_executor(collected, local_grades, 
     result = CliRunner().invoke(main, ["grade", "--executor", "dask", "--scheduler", address,
                                        "--course", str(course_dir / "course.yml")])
     assert result.exit_code == 0, result.output
-    assert "dask executor" in result.output
+    assert "graded on the Dask cluster at" in result.output
     assert grades(course_dir) == local_grades
     assert gradings_per_submission(course_dir) == {s: 1 for s in EXPECTED_POINTS}
 
@@ -198,6 +198,8 @@ def test_grader_bundle_is_deterministic_and_checked(tmp_path):
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files == ["assignments/vecops/README.md", "assignments/vecops/data/inputs.json",
                      "assignments/vecops/tests/test_vecops.py", "assignments/vecops/vecops.py", "conftest.py",
+                     "graders/vecops/alternatives/functional/vecops.py", "graders/vecops/alternatives/loops/vecops.py",
+                     "graders/vecops/misconceptions.py", "graders/vecops/mutants.yml",
                      "graders/vecops/probes.py", "graders/vecops/test_hidden_vecops.py",
                      "solutions/attention/attention.py", "solutions/vecops/vecops.py"]
     tampered = bytearray(bundle.data)

@@ -32,6 +32,8 @@ from course.grading.results import TestResult
 
 JUDGE_SLACK = 120.0           # seconds a judge may run beyond the submission's own budget
 EXIT_INFRA = 75               # a judge child's exit code when the sandbox itself failed
+# graders/<slug> entries that only `course validate` reads: editing them never re-grades a class
+VALIDATION_ONLY = ("mutants.yml", "alternatives")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Job:
     timeouts: tuple[tuple[str, float], ...] = ()   # calibrated limits per test name (see calibrated_timeouts)
     payload: Any = None        # the caller's (e.g. the gradebook's submission id)
     seed: int | None = None    # the judge's seed (``course validate --seeds``); None: a fresh secret one
+    maxfail: int = 0           # stop after this many failed tests (``course validate --mutants``); 0: run all
 
 
 @dataclass
@@ -105,7 +108,8 @@ def grader_version(root: Path, slug: str, graders: Path, assignments: Path, assi
     for base in (graders / slug, assignments / slug / "tests", *oracles):
         if not base.is_dir():
             continue
-        for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        for path in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                           and not (base == graders / slug and p.relative_to(base).parts[0] in VALIDATION_ONLY)):
             h.update(f"\n{path.relative_to(base.parent)}\n".encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -130,7 +134,7 @@ def calibrated_timeouts(reference: dict[str, float], limits: Limits) -> tuple[tu
 
 def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: str, device: str, seed: int,
                 only: Sequence[str], ini: Path, quiet: bool = True,
-                timeouts: Sequence[tuple[str, float]] = ()) -> list[str]:
+                timeouts: Sequence[tuple[str, float]] = (), maxfail: int = 0) -> list[str]:
     # no:faulthandler: a judge is a forked child; if the parent armed faulthandler's watchdog
     # (pytest's faulthandler_timeout, say), the child's pytest would wait forever cancelling it.
     args = [
@@ -148,6 +152,8 @@ def pytest_args(spec: GraderSpec, submission: Path, results: Path, *, backend: s
         args += ["--course-only", json.dumps(list(only))]
     if timeouts:
         args += ["--course-timeouts", json.dumps(dict(timeouts))]
+    if maxfail:
+        args.append(f"--maxfail={int(maxfail)}")
     return args + [str(p) for p in spec.test_paths]
 
 
@@ -165,7 +171,7 @@ def run_judge(job: Job, *, backend: str, device: str, work: Path, log_path: Path
     sandbox.INFRASTRUCTURE_ERRORS.clear()
     args = pytest_args(job.spec, job.submission, results_path, backend=backend, device=device,
                        seed=secrets.randbits(62) if job.seed is None else job.seed, only=job.only, ini=ini,
-                       timeouts=job.timeouts)
+                       timeouts=job.timeouts, maxfail=job.maxfail)
     exit_code = pytest.main(args)
     duration = time.monotonic() - started
     if sandbox.INFRASTRUCTURE_ERRORS:
