@@ -134,7 +134,7 @@ TRIGGERS = [
 
 
 def now() -> str:
-    # microseconds: a history (course/ledger.py) orders collections and gradings by these times
+    # microseconds: a history (course/history.py) orders collections and gradings by these times
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
