@@ -31,8 +31,10 @@ def load_course(path: str | Path | None = None, graders: str | Path | None = Non
 
 
 def open_gradebook(course: Course) -> Gradebook:
+    from course import ledger
     gb = Gradebook(course.paths.gradebook)
     gb.sync_assignments(course.assignments)
+    ledger.sync_extensions(course, gb)      # each change of extensions.yml becomes a ledger row
     return gb
 
 
@@ -175,6 +177,7 @@ class GradeReport:
     where: str = ""
     wall_seconds: float = 0.0
     cluster: dict[str, Any] | None = None      # the Dask executor's summary: workers, dashboard, rescheduled
+    refused: Any = None                        # course.regrade.Preview of a regrade held back (--accept-regrade)
 
     @property
     def errors(self) -> list[GradeRow]:
@@ -184,10 +187,11 @@ class GradeReport:
 def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, students: Sequence[str] | None, *,
                  force: bool, only_pending: bool) -> tuple[list[Job], list[GradeRow]]:
     """Which submissions need grading (and which tests, with ``only_pending``); the rest are skipped."""
+    from course import late
     jobs, skipped = [], []
     assignments = course.select(list(slugs) if slugs else None)
     for a in assignments:
-        subs = gb.submissions([a.slug], students)
+        subs = late.attempts_to_grade(course, gb, a.slug, students)   # grade_attempt may need earlier attempts
         if not subs:
             continue
         spec = spec_for(course, a.slug)
@@ -210,9 +214,11 @@ def plan_grading(course: Course, gb: Gradebook, slugs: Sequence[str] | None, stu
                                         current.max_points or 0.0, current.pending or 0, current.isolation,
                                         message="already graded with this grader version"))
                 continue
-            jobs.append(Job(f"{sub.student}/{a.slug}", spec, path, timeouts=timeouts,
+            jobs.append(Job(f"{sub.student}/{a.slug}" + (f"#{sub.attempt}" if a.grade_attempt != "latest" else ""),
+                            spec, path, timeouts=timeouts,
                             payload={"submission_id": sub.id, "merge_into": None, "attempt": sub.attempt,
-                                     "student": sub.student}))
+                                     "student": sub.student,
+                                     "previous_version": current.grader_version if current else None}))
     return jobs, skipped
 
 
@@ -240,8 +246,13 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
           on_start: Callable[[Job], None] | None = None,
           on_done: Callable[[GradeRow], None] | None = None,
           on_executor: Callable[[Any], None] | None = None,
-          on_phase: Callable[[str], None] | None = None) -> GradeReport:
-    """Grade every latest attempt; each submission is recorded in one transaction as it finishes."""
+          on_phase: Callable[[str], None] | None = None, accept_regrade: bool = False) -> GradeReport:
+    """Grade every latest attempt; each submission is recorded in one transaction as it finishes.
+
+    Submissions graded before with another grader version are graded into a scratch copy first: if
+    more than ``course.regrade_share`` of their scores would change, none is recorded and
+    ``report.refused`` holds the preview (``accept_regrade`` records them regardless).
+    """
     import time
     t0 = time.monotonic()
     if slugs:
@@ -278,28 +289,60 @@ def grade(course: Course, slugs: Sequence[str] | None = None, students: Sequence
         if on_phase:
             on_phase("grading")
 
+        from course import regrade
+        stale = set() if accept_regrade or only_pending else {
+            id(j) for j in planned if j.payload.get("previous_version") not in (None, j.spec.version)}
+        scratch = regrade.Scratch(gb) if stale else None
+        held: list[JobResult] = []
+
         def record(result: JobResult) -> None:
-            try:
-                row = _record(gb, result, backend=backend, device=device)
-            except Exception as exc:   # one student's data must never stop the class: recorded as an error
-                p = result.job.payload
-                message = f"the results could not be recorded ({type(exc).__name__}: {exc}); re-run to retry"
-                gb.save_error(p["submission_id"], result.job.spec.version, message, backend=backend, device=device,
-                              started_at=result.started_at, duration=result.duration)
-                row = GradeRow(p["student"], result.job.spec.slug, p["attempt"], "error", message=message,
-                               seconds=result.duration)
-            report_.rows.append(row)
+            target = gb
+            if scratch is not None and id(result.job) in stale:
+                target = scratch.gb
+                held.append(result)
+            row = _record_safely(target, result, backend=backend, device=device)
+            if target is gb:
+                report_.rows.append(row)
             if on_done:
                 on_done(row)
         try:
-            ex.run(planned, on_start=on_start, on_done=record)
+            try:
+                ex.run(planned, on_start=on_start, on_done=record)
+            finally:
+                report_.isolation_note = getattr(ex, "isolation_note", "")
+                report_.cluster = ex.summary() if hasattr(ex, "summary") else None
+                ex.close()
+            if scratch is not None and held:
+                keys = {(r.job.payload["student"], r.job.spec.slug) for r in held}
+                preview = regrade.Preview(regrade.compare(course, gb, scratch.gb, sorted({k[1] for k in keys}),
+                                                          keys=keys, published=False))
+                if preview.changed and preview.share > course.regrade_share + 1e-12:
+                    report_.refused = preview
+                    for r in held:
+                        p = r.job.payload
+                        report_.rows.append(GradeRow(p["student"], r.job.spec.slug, p["attempt"], "held",
+                                                     message="a changed grader would change scores: "
+                                                             "course grade --preview, then --accept-regrade"))
+                else:
+                    report_.rows += [_record_safely(gb, r, backend=backend, device=device) for r in held]
         finally:
-            report_.isolation_note = getattr(ex, "isolation_note", "")
-            report_.cluster = ex.summary() if hasattr(ex, "summary") else None
-            ex.close()
+            if scratch is not None:
+                scratch.close()
         _finals(course, gb, report_.rows)
     report_.wall_seconds = time.monotonic() - t0
     return report_
+
+
+def _record_safely(gb: Gradebook, result: JobResult, *, backend: str, device: str) -> GradeRow:
+    try:
+        return _record(gb, result, backend=backend, device=device)
+    except Exception as exc:   # one student's data must never stop the class: recorded as an error
+        p = result.job.payload
+        message = f"the results could not be recorded ({type(exc).__name__}: {exc}); re-run to retry"
+        gb.save_error(p["submission_id"], result.job.spec.version, message, backend=backend, device=device,
+                      started_at=result.started_at, duration=result.duration)
+        return GradeRow(p["student"], result.job.spec.slug, p["attempt"], "error", message=message,
+                        seconds=result.duration)
 
 
 def _check_something_matches(course: Course, gb: Gradebook, slugs: Sequence[str] | None,
@@ -530,17 +573,45 @@ def _catalogue_texts(course: Course, slug: str) -> dict[str, str]:
 
 
 def feedback(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
-             out: Path | None = None) -> list[Path]:
+             out: Path | None = None, now: dt.datetime | None = None) -> list[Path]:
+    """Feedback pages, each showing hidden tests at the assignment's level now (course.visibility);
+    the scores shown are recorded in the ledger as published."""
+    from course import ledger
     with open_gradebook(course) as gb:
         graded = [g for g in report.load_graded(course, gb, slugs, students) if g.status != "missing"]
-    return report.write_feedback(graded, Path(out) if out else course.paths.feedback, course)
+        views = [student_view(course, g, now) for g in graded]
+        written = report.write_feedback(views, Path(out) if out else course.paths.feedback, course)
+        ledger.publish(gb, [(v.student, v.slug, report.final_score(v, course.missing, now)) for v in views
+                            if not v.score_withheld], "feedback")
+    return written
+
+
+def student_view(course: Course, g: report.Graded, now: dt.datetime | None = None) -> report.Graded:
+    """What the student may see of ``g`` now: hidden tests at the level course.yml sets."""
+    from course import visibility
+    return visibility.view(g, visibility.level(course.assignment(g.slug), g.due, now))
+
+
+def published_changes(course: Course, slugs: Sequence[str] | None = None,
+                      now: dt.datetime | None = None) -> list[tuple[str, str, float | None, float | None]]:
+    """(student, slug, last published, now) for each score an export would change from what students saw."""
+    from course import ledger
+    selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    with open_gradebook(course) as gb:
+        graded = report.load_graded(course, gb, selected)
+        return ledger.published_changes(gb, [(g.student, g.slug, report.final_score(g, course.missing, now))
+                                             for g in graded])
 
 
 def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[str] | None = None,
            worksheet: Path | None = None, now: dt.datetime | None = None) -> list[Path]:
     selected = [a.slug for a in course.select(list(slugs) if slugs else None)]
+    from course import ledger
     with open_gradebook(course) as gb:
         graded = report.load_graded(course, gb, selected)
+        if fmt in ("csv", "canvas", "moodle", "gradescope-csv"):
+            ledger.publish(gb, [(g.student, g.slug, report.final_score(g, course.missing, now)) for g in graded],
+                           f"export {fmt}")
     base = Path(out) if out else course.paths.exports
     if fmt in ("canvas", "moodle", "gradescope-csv"):
         from course.lms import export as lms_export
@@ -560,7 +631,7 @@ def export(course: Course, fmt: str, out: Path | None = None, slugs: Sequence[st
         for g in graded:
             if g.status == "graded":
                 path = base / "gradescope" / g.slug / g.student / "results.json"
-                report.write_json(path, report.gradescope_results(g))
+                report.write_json(path, report.gradescope_results(student_view(course, g, now)))
                 written.append(path)
         return written
     raise CourseError(f"--format {fmt!r}: use csv, canvas, moodle, gradescope-csv, gradescope or junit")
@@ -573,6 +644,116 @@ def export_warnings(course: Course, fmt: str, slugs: Sequence[str] | None = None
     with open_gradebook(course) as gb:
         graded = report.load_graded(course, gb, selected)
     return lms_export.warnings(course, graded, selected, fmt)
+
+
+# ------------------------------------------------------------------ staff: overrides, requests, history (course/ledger.py)
+
+@dataclass
+class StaffChange:
+    """What a staff operation recorded: its ledger entry and the score before and after it."""
+
+    entry: int
+    student: str
+    slug: str
+    before: float | None
+    after: float | None
+    closed: list[int] = field(default_factory=list)     # regrade requests it closed
+
+
+def _score(course: Course, gb: Gradebook, student: str, slug: str) -> float | None:
+    [g] = report.load_graded(course, gb, [slug], [student])
+    return report.final_score(g, course.missing)
+
+
+def override(course: Course, student: str, slug: str, *, points: float | None = None, delta: float | None = None,
+             task: str | None = None, reason: str, by: str | None = None, allow_extra_credit: bool = False,
+             request: int | None = None) -> StaffChange:
+    """Record an override (see :func:`course.ledger.override`); nothing is written if it is refused."""
+    from course import ledger
+    course.assignment(slug)
+    with open_gradebook(course) as gb:
+        ledger._check_student(course, gb, student)
+        before = _score(course, gb, student, slug)
+        entry = ledger.override(course, gb, student, slug, points=points, delta=delta, task=task, reason=reason,
+                                by=by, allow_extra_credit=allow_extra_credit, request=request)
+        closed = [r.id for r in ledger.requests(gb) if r.closed_by is not None and r.closed_by.id == entry]
+        return StaffChange(entry, student, slug, before, _score(course, gb, student, slug), closed)
+
+
+def undo_override(course: Course, entry: int, *, reason: str, by: str | None = None) -> StaffChange:
+    from course import ledger
+    with open_gradebook(course) as gb:
+        target = ledger.get(gb, entry)
+        before = _score(course, gb, target.student, target.slug) if target.slug in course.slugs else None
+        new = ledger.undo(gb, entry, reason=reason, by=by)
+        after = _score(course, gb, target.student, target.slug) if target.slug in course.slugs else None
+        return StaffChange(new, target.student, target.slug, before, after)
+
+
+def regrade_request(course: Course, student: str, slug: str, *, message: str, by: str | None = None) -> int:
+    from course import ledger
+    with open_gradebook(course) as gb:
+        return ledger.file_request(course, gb, student, slug, message=message, by=by)
+
+
+def reject_request(course: Course, request: int, *, reason: str, by: str | None = None) -> int:
+    from course import ledger
+    with open_gradebook(course) as gb:
+        return ledger.reject(gb, request, reason=reason, by=by)
+
+
+def requests(course: Course, *, open_only: bool = False) -> list[Any]:
+    from course import ledger
+    with open_gradebook(course) as gb:
+        return ledger.requests(gb, open_only=open_only)
+
+
+def history(course: Course, student: str, slug: str | None = None) -> list[Any]:
+    """Every step of ``student``'s record (of ``slug``, or all), in order, with the score after each."""
+    from course import history as history_mod
+    with open_gradebook(course) as gb:
+        return history_mod.history(course, gb, student, slug)
+
+
+def pin_slip_days(course: Course, student: str, slug: str, days: int | None, *, reason: str,
+                  by: str | None = None) -> StaffChange:
+    from course import ledger
+    with open_gradebook(course) as gb:
+        ledger._check_student(course, gb, student)
+        before = _score(course, gb, student, slug)
+        entry = ledger.pin_slip_days(course, gb, student, slug, days, reason=reason, by=by)
+        return StaffChange(entry, student, slug, before, _score(course, gb, student, slug))
+
+
+@dataclass
+class SlipRow:
+    student: str
+    spent: dict[str, int]
+    left: int
+    pinned: dict[str, int]
+
+
+def slip_days(course: Course) -> list[SlipRow]:
+    """Slip days spent per student and assignment, and left (students who spent or pinned any)."""
+    from course import ledger
+    if course.late_policy.slip_days <= 0:
+        return []
+    with open_gradebook(course) as gb:
+        graded = report.load_graded(course, gb)
+        book = ledger.Book.load(gb)
+    rows: dict[str, SlipRow] = {}
+    for g in graded:
+        row = rows.setdefault(g.student, SlipRow(g.student, {}, g.slip_left or 0, book.pins(g.student)))
+        if g.slip_days:
+            row.spent[g.slug] = g.slip_days
+    return [r for r in rows.values() if r.spent or r.pinned]
+
+
+def preview_regrade(course: Course, slugs: Sequence[str] | None = None, students: Sequence[str] | None = None,
+                    **grade_options: Any) -> Any:
+    """``course grade --preview``: grade into a scratch gradebook and compare (course.regrade.Preview)."""
+    from course import regrade
+    return regrade.preview(course, slugs, students, **grade_options)
 
 
 # ------------------------------------------------------------------ roster and LMS
@@ -811,7 +992,8 @@ def import_manual_scores(course: Course, slug: str, nbgrader_db: Path, assignmen
         for r in records:
             if r.student not in known:
                 raise CourseError(f"{nbgrader_db}: student {r.student!r} is not in the course gradebook")
-            gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader")
+            gb.set_manual_score(r.student, slug, r.cell, r.score, wanted[r.cell], grader="nbgrader",
+                                reason=f"imported from {Path(nbgrader_db).name}")
     return records
 
 

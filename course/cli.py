@@ -174,13 +174,23 @@ def collect(source: Path, slug: str, lms: str, student: str | None, submitted_at
               help="Dask scheduler address, e.g. tcp://host:8786 (with --executor dask).")
 @click.option("--graders", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder holding graders/<slug> (default: course.yml paths.graders).")
+@click.option("--preview", is_flag=True,
+              help="Grade into a scratch gradebook and show old -> new scores and changed tests; write nothing.")
+@click.option("--accept-regrade", is_flag=True,
+              help="Record a regrade by changed graders even if it changes more than course.yml regrade_share.")
 @COURSE_OPTION
 def grade(slugs, students, jobs, backend, force, only_pending, device, require_isolation, executor, scheduler,
-          graders, course_file) -> None:
+          graders, preview, accept_regrade, course_file) -> None:
     """Grade every latest attempt with the hidden tests plus the instructor's public tests."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
     course = _course(course_file, graders)
+    if preview:
+        rep = api.preview_regrade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
+                                  device=device, require_isolation=require_isolation, executor=executor,
+                                  scheduler=scheduler)
+        _print_preview(rep, "preview (nothing was written)")
+        return
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=12),
                         MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                         console=err_console, transient=False, refresh_per_second=4)
@@ -218,7 +228,7 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
         rep = api.grade(course, slugs or None, students or None, jobs=jobs, backend=backend, force=force,
                         only_pending=only_pending, device=device, require_isolation=require_isolation,
                         executor=executor, scheduler=scheduler, on_plan=on_plan, on_start=on_start, on_done=on_done,
-                        on_executor=show_dashboard, on_phase=on_phase)
+                        on_executor=show_dashboard, on_phase=on_phase, accept_regrade=accept_regrade)
     finally:
         progress.stop()
     if rep.isolation_note:
@@ -237,9 +247,31 @@ def grade(slugs, students, jobs, backend, force, only_pending, device, require_i
         console.print(workers)
         if rep.cluster.get("rescheduled"):
             console.print(f"re-run after a lost worker: {', '.join(map(str, rep.cluster['rescheduled']))}")
+    if rep.refused is not None:
+        _print_preview(rep.refused, "changed graders would change these scores")
+        err_console.print(f"[red]not recorded:[/] {len(rep.refused.changed)} of {len(rep.refused.changes)} re-graded "
+                          f"score(s) would change ({rep.refused.share:.0%}, more than regrade_share "
+                          f"{course.regrade_share:.0%}); check them, then `course grade --accept-regrade`")
     if rep.errors:
         err_console.print(f"{len(rep.errors)} submission(s) could not be graded; re-run `course grade` to retry")
         sys.exit(3)
+    if rep.refused is not None:
+        sys.exit(1)
+
+
+def _print_preview(preview, title: str) -> None:
+    """Per student: old -> new score and the tests that changed outcome; then the summary."""
+    fmt = lambda x: "blank" if x is None else f"{x:g}"          # noqa: E731
+    console.print(f"{title}: {len(preview.changed)} changed, {preview.up} up, {preview.down} down, "
+                  f"{preview.unchanged} unchanged")
+    for c in preview.changed:
+        tests = "; ".join(f"{term(name)}: {a} -> {b}" for name, a, b in c.tests[:8]) + (" ..." if len(c.tests) > 8 else "")
+        console.print(f"  {term(c.student)}/{c.slug}: {fmt(c.old)}{' (seen)' if c.seen else ''} -> {fmt(c.new)}"
+                      + ("" if c.delta is None else f" ({c.delta:+g})") + (f"; tests: {tests}" if tests else ""),
+                      soft_wrap=True)
+    if preview.largest():
+        console.print("largest changes: " + ", ".join(f"{term(c.student)}/{c.slug} {c.delta:+g}"
+                                                      for c in preview.largest()))
 
 
 def _student_status(course, student: str, slugs: tuple[str, ...]) -> None:
@@ -349,8 +381,22 @@ def status(slugs: tuple[str, ...], student: str | None, misconception_slug: str 
         for col in ("student", "assignment", "due", "reason"):
             ext.add_column(col)
         for e in extensions:
-            ext.add_row(term(e.student), e.assignment, e.due.isoformat(), term(e.reason))
+            ext.add_row(term(e.student), e.assignment, e.rule, term(e.reason))
         console.print(ext)
+    _print_slip_days(course)
+
+
+def _print_slip_days(course) -> None:
+    rows = api.slip_days(course)
+    if course.late_policy.slip_days <= 0:
+        return
+    table = Table(title=f"slip days (late_policy.slip_days: {course.late_policy.slip_days} per student)")
+    for col in ("student", "spent", "pinned", "left"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(term(r.student), ", ".join(f"{k} {v}" for k, v in r.spent.items()) or "-",
+                      ", ".join(f"{k} {v}" for k, v in r.pinned.items()) or "-", str(r.left))
+    console.print(table if rows else "slip days: none spent yet")
 
 
 @main.command()
@@ -362,8 +408,19 @@ def status(slugs: tuple[str, ...], student: str | None, misconception_slug: str 
 def feedback(slugs, students, out, course_file) -> None:
     """Write Markdown and HTML feedback per student and assignment (hidden tests: name, outcome, points)."""
     course = _course(course_file)
+    _warn_published_changes(api.published_changes(course, slugs or None))
     written = api.feedback(course, slugs or None, students or None, out)
     console.print(f"wrote {len(written)} file(s) under {out or course.paths.feedback}")
+
+
+def _warn_published_changes(changes) -> None:
+    """Scores that differ from what students were last shown (nothing changes silently)."""
+    fmt = lambda x: "blank" if x is None else f"{x:g}"          # noqa: E731
+    for student, slug, was, now in changes[:10]:
+        err_console.print(f"[yellow]changed since last published:[/] {term(student)}/{slug}: {fmt(was)} -> {fmt(now)} "
+                          f"(course history {term(student)} {slug})", soft_wrap=True)
+    if len(changes) > 10:
+        err_console.print(f"... and {len(changes) - 10} more changed score(s)")
 
 
 @main.command()
@@ -381,6 +438,8 @@ def export(fmt: str, worksheet: Path | None, out: Path | None, slugs: tuple[str,
     """Export grades (late penalties applied) for an LMS, as CSV, Gradescope results.json or JUnit XML."""
     from rich.markup import escape
     course = _course(course_file)
+    if fmt in ("csv", "canvas", "moodle", "gradescope-csv"):
+        _warn_published_changes(api.published_changes(course, slugs or None))
     written = api.export(course, fmt, out, slugs or None, worksheet=worksheet)
     for warning in api.export_warnings(course, fmt, slugs or None):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -492,6 +551,128 @@ def _validate_seeds(course, slugs, n: int, jobs: int) -> bool:
     return all(rep.ok for rep in reports)
 
 
+# ------------------------------------------------------------------ staff: overrides, requests, history (course/ledger.py)
+
+def _who(by: str | None) -> str:
+    import getpass
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "staff"
+
+
+def _change(rep, what: str) -> None:
+    fmt = lambda x: "blank" if x is None else f"{x:g}"      # noqa: E731
+    console.print(f"#{rep.entry}: {what} {term(rep.student)}/{rep.slug}: {fmt(rep.before)} -> {fmt(rep.after)}")
+    for r in rep.closed:
+        console.print(f"closed regrade request #{r}")
+
+
+BY_OPTION = click.option("--by", default=None, metavar="NAME", help="Who did it (default: your login name).")
+
+
+@main.command("override")
+@click.argument("student", required=False)
+@click.argument("slug", required=False)
+@click.option("--points", type=float, default=None, metavar="N",
+              help="The final score (no late penalty on top); with --task, that task's points (before the penalty).")
+@click.option("--delta", type=float, default=None, metavar="N", help="Points added (or, negative, taken) before the penalty.")
+@click.option("--task", default=None, metavar="N.M", help="Set this task's points (with --points).")
+@click.option("--reason", default=None, help="Why (required; shown with the override in feedback).")
+@BY_OPTION
+@click.option("--allow-extra-credit", is_flag=True, help="Allow a score above the maximum.")
+@click.option("--request", "request", type=int, default=None, metavar="ID",
+              help="The regrade request this answers (default: it closes the student's open requests for SLUG).")
+@click.option("--undo", "undo", type=int, default=None, metavar="ID", help="Record the reversal of override ID.")
+@COURSE_OPTION
+def override_command(student, slug, points, delta, task, reason, by, allow_extra_credit, request, undo,
+                     course_file) -> None:
+    """Adjust STUDENT's score on SLUG, with a reason (append-only: --undo ID records its reversal)."""
+    course = _course(course_file)
+    if undo is not None:
+        if student or slug or points is not None or delta is not None or task:
+            raise click.UsageError("--undo ID takes only --reason (and --by)")
+        _change(api.undo_override(course, undo, reason=reason or "", by=_who(by)), f"undid #{undo} on")
+        return
+    if not student or not slug:
+        raise click.UsageError("give STUDENT SLUG (or --undo ID)")
+    rep = api.override(course, student, slug, points=points, delta=delta, task=task, reason=reason or "",
+                       by=_who(by), allow_extra_credit=allow_extra_credit, request=request)
+    _change(rep, "override of")
+
+
+@main.command("regrade-request")
+@click.argument("student", required=False)
+@click.argument("slug", required=False)
+@click.option("--message", default=None, help="What the student asks (their words: kept as written, shown escaped).")
+@click.option("--reject", "reject", type=int, default=None, metavar="ID", help="Reject request ID (with --reason).")
+@click.option("--reason", default=None, help="Why it is rejected (with --reject).")
+@BY_OPTION
+@COURSE_OPTION
+def regrade_request_command(student, slug, message, reject, reason, by, course_file) -> None:
+    """File a regrade request for STUDENT's SLUG (from a TA's inbox), or --reject ID --reason TEXT."""
+    course = _course(course_file)
+    if reject is not None:
+        if student or slug or message:
+            raise click.UsageError("--reject ID takes only --reason (and --by)")
+        entry = api.reject_request(course, reject, reason=reason or "", by=_who(by))
+        console.print(f"#{entry}: rejected regrade request #{reject}")
+        return
+    if not student or not slug:
+        raise click.UsageError("give STUDENT SLUG --message TEXT (or --reject ID --reason TEXT)")
+    entry = api.regrade_request(course, student, slug, message=message or "", by=_who(by))
+    console.print(f"#{entry}: regrade request filed for {term(student)}/{slug} (course requests --open lists it)")
+
+
+@main.command("requests")
+@click.option("--open", "open_only", is_flag=True, help="Only requests not yet answered.")
+@COURSE_OPTION
+def requests_command(open_only: bool, course_file: Path | None) -> None:
+    """Regrade requests: who asked what, and how each was closed (by an override or a rejection)."""
+    rows = api.requests(_course(course_file), open_only=open_only)
+    console.print(f"{len(rows)} regrade request(s){' open' if open_only else ''}")
+    for r in rows:
+        closed = f" -> #{r.closed_by.id} {r.closed_by.kind}: {term(r.closed_by.reason, 300)}" if r.closed_by else ""
+        console.print(f"#{r.id} [{'yellow' if r.status == 'open' else 'dim'}]{r.status}[/] {term(r.student)}/"
+                      f"{term(r.slug)} filed {r.at[:19].replace('T', ' ')}" + (f" by {term(r.by)}" if r.by else "")
+                      + f": {term(r.message, 1000)}{closed}", soft_wrap=True)
+
+
+@main.command("history")
+@click.argument("student")
+@click.argument("slug", required=False)
+@COURSE_OPTION
+def history_command(student: str, slug: str | None, course_file: Path | None) -> None:
+    """Every attempt, grading, override, manual score, extension and request of STUDENT, in order."""
+    steps = api.history(_course(course_file), student, slug)
+    console.print(f"history of {term(student)}" + (f" on {slug}" if slug else "") + f": {len(steps)} step(s); "
+                  "the score after each is what every export would write")
+    for st in steps:
+        score = "blank" if st.score is None else f"{st.score:g}"
+        console.print(f"{st.at[:19].replace('T', ' ')}  {term(st.slug)}  {term(st.text, 500)}"
+                      + (f" (by {term(st.by)})" if st.by else "") + (f": {term(st.reason, 500)}" if st.reason else "")
+                      + f"  -> {score}", soft_wrap=True)
+
+
+@main.command("slip-days")
+@click.argument("student")
+@click.argument("slug")
+@click.option("--use", "days", type=int, default=None, metavar="N", help="Pin N slip days on this assignment.")
+@click.option("--auto", is_flag=True, help="Unpin: slip days are spent automatically again.")
+@click.option("--reason", default=None, help="Why (required).")
+@BY_OPTION
+@COURSE_OPTION
+def slip_days_command(student, slug, days, auto, reason, by, course_file) -> None:
+    """Pin how many of STUDENT's slip days SLUG takes (late_policy.slip_days), or --auto."""
+    if (days is None) == (not auto):
+        raise click.UsageError("give --use N or --auto")
+    rep = api.pin_slip_days(_course(course_file), student, slug, None if auto else days, reason=reason or "",
+                            by=_who(by))
+    _change(rep, "slip days of")
+
+
 # ------------------------------------------------------------------ roster and LMS (course/roster.py, course/lms/)
 
 @main.group()
@@ -585,9 +766,13 @@ def lms_fetch(which: str, url: str, course_id: int, assignment_id: int, token_en
               default=None, help="Append the Markdown summary here (default: $GITHUB_STEP_SUMMARY).")
 @click.option("--require-isolation", is_flag=True,
               help="Refuse to grade unless strong isolation (root + bubblewrap) is available.")
+@click.option("--ci-ledger", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder recording every run (kept outside the PR, see docs/ci.md): counts hidden_feedback_limit.")
+@click.option("--gradescope-metadata", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Gradescope's submission_metadata.json: counts hidden_feedback_limit from earlier submissions.")
 @COURSE_OPTION
 def ci_command(slug, submission, graders, fail_under, out, student, submitted_at, step_summary, require_isolation,
-               course_file) -> None:
+               ci_ledger, gradescope_metadata, course_file) -> None:
     """Grade one working tree (a pull request) in the sandbox: summary, annotations, JUnit, results.json.
 
     Exit 0 graded (any score); 1 below --fail-under; 2 bad input; 3 could not grade.
@@ -595,18 +780,21 @@ def ci_command(slug, submission, graders, fail_under, out, student, submitted_at
     from course import ci, report
     course = _course(course_file, graders)
     rep = ci.grade_tree(course, slug, submission, out=out, student=student, submitted_at=submitted_at,
-                        fail_under=fail_under, step_summary=step_summary, require_isolation=require_isolation)
+                        fail_under=fail_under, step_summary=step_summary, require_isolation=require_isolation,
+                        ci_ledger=ci_ledger, gradescope_metadata=gradescope_metadata)
     for line in rep.annotations:
         click.echo(line)
     if rep.isolation_note:
         err_console.print(f"[yellow]warning:[/] {rep.isolation_note}")
     g = rep.graded
-    table = Table(title=f"{slug}: {g.final:g} / {g.max_points:g} points ({g.isolation} isolation)")
+    table = Table(title=f"{slug}: {report.score_text(g)} points ({g.isolation} isolation)")
     for col in ("task", "passed", "points"):
         table.add_column(col)
     for t in report.tasks(g):
         table.add_row(t["task"], f"{t['passed']}/{t['tests']}", f"{t['points']:.2f}/{t['max_points']:.2f}")
     console.print(table)
+    if g.hidden_note:
+        console.print(f"hidden tests: {term(g.hidden_note)}")
     console.print("\n".join(f"{k}: {p}" for k, p in rep.files.items()))
     if rep.below_threshold:
         err_console.print(f"{g.final:g} points is below --fail-under {fail_under:g}")
@@ -620,10 +808,12 @@ def ci_command(slug, submission, graders, fail_under, out, student, submitted_at
               help="The private repository holding course.yml, graders/ and the course package.")
 @click.option("--python", "python", default="3.11", show_default=True, help="Python version on the runners.")
 @click.option("--force", is_flag=True, help="Overwrite existing workflow files.")
-def init_ci(into: Path, course_repo: str, python: str, force: bool) -> None:
+@click.option("--ledger-repo", default="", metavar="OWNER/NAME",
+              help="A private repository recording every graded run (hidden_feedback_limit counts there).")
+def init_ci(into: Path, course_repo: str, python: str, force: bool, ledger_repo: str) -> None:
     """Write .github/workflows/check.yml (advisory) and grade.yml (the grade) into a repository."""
     from course import ci
-    for path in ci.init_ci(into, course_repo=course_repo, python=python, force=force):
+    for path in ci.init_ci(into, course_repo=course_repo, python=python, force=force, ledger_repo=ledger_repo):
         console.print(f"wrote {path}")
     console.print("next: add the read-only deploy key as secret COURSE_DEPLOY_KEY of the 'grading' environment, "
                   "restricted to the default branch (see docs/ci.md)")

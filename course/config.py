@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -51,10 +51,16 @@ class LatePolicy:
     penalty_percent: float = 10.0
     per: str = "day"                    # "day" or "hour"
     max_late: float = 3.0               # in units of ``per``; beyond it the score is zero
+    slip_days: int = 0                  # whole late days each student may spend across the course (course/late.py)
 
     @property
     def unit_seconds(self) -> float:
         return 86400.0 if self.per == "day" else 3600.0
+
+    @property
+    def slip_cap(self) -> int:
+        """The most slip days one assignment may take: ``max_late`` in whole days."""
+        return int(math.ceil(self.max_late * self.unit_seconds / 86400.0 - 1e-9))
 
     def penalty_fraction(self, late_by: float) -> float:
         """Fraction of the score lost for a submission ``late_by`` seconds after its due date."""
@@ -64,6 +70,19 @@ class LatePolicy:
         if units > self.max_late:
             return 1.0
         return min(1.0, units * self.penalty_percent / 100.0)
+
+
+VISIBILITY = ("names", "tasks", "total", "none")   # what students see of hidden tests (course/visibility.py)
+ATTEMPT_RULES = ("latest", "best", "latest_on_time")
+
+
+@dataclass(frozen=True)
+class FeedbackLimit:
+    """``hidden_feedback_limit``: at most ``count`` ``course ci`` runs with hidden feedback per ``per`` seconds."""
+
+    count: int
+    per: float
+    per_text: str = "day"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,11 @@ class Assignment:
     min_mutant_kill: float = 0.9        # `course validate --mutants` fails below this kill rate
     max_mutants: int = 40               # mutants graded per assignment by `--mutants` (0: every one)
     canvas_id: int | None = None        # Canvas's assignment id: the gradebook import matches its column by it
+    release: dt.datetime | None = None  # when students got it (an accommodation's ``factor`` needs it)
+    grade_attempt: str = "latest"       # latest | best | latest_on_time: which attempt counts
+    hidden_feedback: str = "names"      # what students see of hidden tests before the due date
+    after_due: str = "names"            # ... and after it
+    hidden_feedback_limit: FeedbackLimit | None = None   # course ci runs with hidden feedback, per window
     requires: tuple[str, ...] = ()      # what its student kit needs beyond torch (pip requirements)
 
 
@@ -95,10 +119,43 @@ class Paths:
 
 @dataclass(frozen=True)
 class Extension:
+    """An extensions.yml entry: one student's due date for one assignment, or (``assignment: "*"``) a
+    standing accommodation for every assignment; exactly one of ``due``, ``extra`` or ``factor``."""
+
     student: str
-    assignment: str
-    due: dt.datetime
+    assignment: str                     # a slug, or "*": every assignment
+    due: dt.datetime | None = None
     reason: str = ""
+    extra: float | None = None          # seconds added to the due date
+    factor: float | None = None         # the time from release to due, multiplied
+
+    def due_of(self, a: "Assignment") -> dt.datetime:
+        if self.due is not None:
+            return self.due
+        if self.extra is not None:
+            return a.due + dt.timedelta(seconds=self.extra)
+        assert self.factor is not None and a.release is not None
+        return a.release + (a.due - a.release) * self.factor
+
+    @property
+    def rule(self) -> str:
+        """The entry in words, e.g. ``due 2026-10-03T23:59:00+00:00``, ``+2d``, ``x1.5 of release to due``."""
+        if self.due is not None:
+            return f"due {self.due.isoformat()}"
+        if self.extra is not None:
+            days = self.extra / 86400
+            return f"+{days:g}d" if days == int(days) else f"+{self.extra / 3600:g}h"
+        return f"x{self.factor:g} of release to due"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason}
+        if self.due is not None:
+            out["due"] = self.due.isoformat()
+        if self.extra is not None:
+            out["extra"] = self.extra
+        if self.factor is not None:
+            out["factor"] = self.factor
+        return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +174,7 @@ class Course:
     extensions: tuple[Extension, ...] = ()
     executor: Executor = field(default_factory=Executor)
     missing: str = "zero"               # a roster student with no submission after the due date: zero | blank
+    regrade_share: float = 0.0          # course grade refuses a regrade changing more than this share of scores
 
     @property
     def slugs(self) -> list[str]:
@@ -133,12 +191,17 @@ class Course:
         return [self.assignment(s) for s in slugs] if slugs else list(self.assignments)
 
     def due_for(self, student: str, slug: str) -> dt.datetime:
-        """The due date that applies to this student: an extension wins over the course's."""
-        due = self.assignment(slug).due
-        for ext in self.extensions:
-            if ext.student == student and ext.assignment == slug:
-                due = ext.due
-        return due
+        """The due date that applies to this student: their extension for ``slug`` wins over a standing
+        accommodation (``assignment: "*"``), which wins over the course's."""
+        a = self.assignment(slug)
+        ext = self.extension_for(student, slug)
+        return ext.due_of(a) if ext is not None else a.due
+
+    def extension_for(self, student: str, slug: str) -> Extension | None:
+        """The extensions.yml entry that decides this student's due date for ``slug``, if any."""
+        own = [e for e in self.extensions if e.student == student and e.assignment == slug]
+        standing = [e for e in self.extensions if e.student == student and e.assignment == "*"]
+        return (own or standing or [None])[-1]
 
     def with_graders(self, graders: Path) -> "Course":
         return replace(self, paths=replace(self.paths, graders=graders.resolve()))
@@ -233,7 +296,10 @@ def _limits(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Limits) -> Limit
 
 
 def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
-    _known(data, {"grace", "penalty_percent", "per", "max_late"}, "late_policy", ctx)
+    _known(data, {"grace", "penalty_percent", "per", "max_late", "slip_days"}, "late_policy", ctx)
+    slip = data.get("slip_days", 0)
+    if isinstance(slip, bool) or not isinstance(slip, int) or slip < 0:
+        raise ctx.fail("late_policy.slip_days", slip, "must be a whole number of days >= 0")
     per = data.get("per", "day")
     if per not in ("day", "hour"):
         raise ctx.fail("late_policy.per", per, "must be 'day' or 'hour'")
@@ -245,6 +311,7 @@ def _late_policy(data: Mapping[str, Any], ctx: _Ctx) -> LatePolicy:
         penalty_percent=penalty,
         per=per,
         max_late=_number(data.get("max_late", 3), "late_policy.max_late", ctx),
+        slip_days=slip,
     )
 
 
@@ -275,12 +342,52 @@ def _mutant_settings(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Mapping
     return out
 
 
+STAFF_KEYS = ("grade_attempt", "hidden_feedback", "after_due", "hidden_feedback_limit")
+_WINDOWS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
+
+
+def _staff_settings(data: Mapping[str, Any], key: str, ctx: _Ctx, base: Mapping[str, Any]) -> dict[str, Any]:
+    """grade_attempt, hidden_feedback, after_due, hidden_feedback_limit (per assignment, or course defaults)."""
+    out = dict(base)
+    where = f"{key}." if key else ""
+    if "grade_attempt" in data:
+        if data["grade_attempt"] not in ATTEMPT_RULES:
+            raise ctx.fail(f"{where}grade_attempt", data["grade_attempt"], f"must be one of {', '.join(ATTEMPT_RULES)}")
+        out["grade_attempt"] = data["grade_attempt"]
+    for name in ("hidden_feedback", "after_due"):
+        if name in data:
+            if data[name] not in VISIBILITY:
+                raise ctx.fail(f"{where}{name}", data[name], f"must be one of {', '.join(VISIBILITY)}")
+            out[name] = data[name]
+    if "hidden_feedback_limit" in data:
+        out["hidden_feedback_limit"] = _feedback_limit(data["hidden_feedback_limit"], f"{where}hidden_feedback_limit",
+                                                       ctx)
+    return out
+
+
+def _feedback_limit(value: Any, key: str, ctx: _Ctx) -> FeedbackLimit | None:
+    if value is None:
+        return None
+    value = _mapping(value, key, ctx)
+    _known(value, {"count", "per"}, key, ctx)
+    count = value.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ctx.fail(f"{key}.count", count, "must be a whole number of runs >= 0")
+    per = value.get("per", "day")
+    seconds = _WINDOWS.get(per) if isinstance(per, str) else None
+    if seconds is None:
+        seconds = parse_duration(per, f"{key}.per", ctx)
+    if seconds <= 0:
+        raise ctx.fail(f"{key}.per", per, "must be hour, day, week or a positive duration")
+    return FeedbackLimit(count=count, per=seconds, per_text=str(per))
+
+
 def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits,
-                base_mutants: Mapping[str, Any] | None = None) -> Assignment:
+                base_mutants: Mapping[str, Any] | None = None, staff: Mapping[str, Any] | None = None) -> Assignment:
     key = f"assignments[{i}]"
     data = _mapping(data, key, ctx)
     _known(data, {"slug", "title", "due", "points", "needs_gpu", "limits", "canvas_id", "requires", "min_mutant_kill",
-                  "max_mutants"}, key, ctx)
+                  "max_mutants", "release", *STAFF_KEYS}, key, ctx)
     for required in ("slug", "due"):
         if required not in data:
             raise ctx.fail(f"{key}.{required}", None, "is missing")
@@ -293,6 +400,10 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits,
     canvas_id = data.get("canvas_id")
     if canvas_id is not None and (isinstance(canvas_id, bool) or not isinstance(canvas_id, int) or canvas_id <= 0):
         raise ctx.fail(f"{key}.canvas_id", canvas_id, "must be Canvas's numeric assignment id")
+    release = parse_datetime(data["release"], f"{key}.release", ctx) if data.get("release") is not None else None
+    due = parse_datetime(data["due"], f"{key}.due", ctx)
+    if release is not None and release >= due:
+        raise ctx.fail(f"{key}.release", data["release"], "must be before the due date")
     requires = data.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise ctx.fail(f"{key}.requires", requires, "must be a list of pip requirements (strings)")
@@ -303,6 +414,8 @@ def _assignment(data: Any, i: int, ctx: _Ctx, base_limits: Limits,
         except InvalidRequirement as exc:
             raise ctx.fail(f"{key}.requires[{j}]", req, f"is not a pip requirement ({exc})") from None
     return Assignment(
+        release=release,
+        **_staff_settings(data, key, ctx, staff or {}),
         canvas_id=canvas_id,
         requires=tuple(requires),
         slug=slug,
@@ -353,8 +466,10 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path.name}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
 
 
-def load_extensions(path: Path, course_slugs: list[str]) -> tuple[Extension, ...]:
-    """extensions.yml: a list of {student, assignment, due, reason}."""
+def load_extensions(path: Path, course_slugs: list[str],
+                    assignments: Sequence[Assignment] = ()) -> tuple[Extension, ...]:
+    """extensions.yml: a list of {student, assignment, due | extra | factor, reason}; ``assignment: "*"``
+    is a standing accommodation for every assignment (an entry for one assignment wins over it)."""
     if not path.exists():
         return ()
     ctx = _Ctx(path)
@@ -365,19 +480,38 @@ def load_extensions(path: Path, course_slugs: list[str]) -> tuple[Extension, ...
         data = data["extensions"]
     if not isinstance(data, list):
         raise ctx.fail("extensions", data, "must be a list of {student, assignment, due, reason}")
-    out = []
+    out: list[Extension] = []
+    seen: dict[tuple[str, str], int] = {}
     for i, item in enumerate(data):
         key = f"extensions[{i}]"
         item = _mapping(item, key, ctx)
-        _known(item, {"student", "assignment", "due", "reason"}, key, ctx)
-        for required in ("student", "assignment", "due"):
+        _known(item, {"student", "assignment", "due", "extra", "factor", "reason"}, key, ctx)
+        for required in ("student", "assignment"):
             if required not in item:
                 raise ctx.fail(f"{key}.{required}", None, "is missing")
-        if item["assignment"] not in course_slugs:
-            raise ctx.fail(f"{key}.assignment", item["assignment"], "is not an assignment of the course")
-        out.append(Extension(student=str(item["student"]), assignment=item["assignment"],
-                             due=parse_datetime(item["due"], f"{key}.due", ctx),
-                             reason=str(item.get("reason", ""))))
+        given = [k for k in ("due", "extra", "factor") if item.get(k) is not None]
+        if len(given) != 1:
+            raise ctx.fail(key, {k: item.get(k) for k in ("due", "extra", "factor")},
+                           "needs exactly one of due (a date), extra (e.g. 2d) or factor (e.g. 1.5)")
+        if item["assignment"] != "*" and item["assignment"] not in course_slugs:
+            raise ctx.fail(f"{key}.assignment", item["assignment"], "is not an assignment of the course (or \"*\")")
+        ext = Extension(student=str(item["student"]), assignment=str(item["assignment"]),
+                        due=parse_datetime(item["due"], f"{key}.due", ctx) if "due" in given else None,
+                        extra=parse_duration(item["extra"], f"{key}.extra", ctx) if "extra" in given else None,
+                        factor=_number(item["factor"], f"{key}.factor", ctx, positive=True) if "factor" in given else None,
+                        reason=str(item.get("reason", "")))
+        if ext.factor is not None:
+            lacking = [a.slug for a in assignments if (ext.assignment in ("*", a.slug)) and a.release is None]
+            if lacking:
+                raise ctx.fail(f"{key}.factor", ext.factor, f"needs a release date: set release: on "
+                               f"{', '.join(lacking)} in course.yml (the factor scales the time from release to due)")
+        where = (ext.student, ext.assignment)
+        if where in seen and out[seen[where]] != ext:
+            other = out[seen[where]]
+            raise ConfigError(f"{path.name}: {key}: contradicts extensions[{seen[where]}] (both for student "
+                              f"{ext.student!r}, assignment {ext.assignment!r}: {ext.rule} vs {other.rule}); keep one")
+        seen.setdefault(where, len(out))
+        out.append(ext)
     return tuple(out)
 
 
@@ -387,7 +521,12 @@ def load(path: str | Path = "course.yml") -> Course:
     ctx = _Ctx(path)
     data = _mapping(_read_yaml(path), "(top level)", ctx)
     _known(data, {"name", "paths", "limits", "late_policy", "assignments", "executor", "missing",
-                  "min_mutant_kill", "max_mutants"}, "", ctx)
+                  "min_mutant_kill", "max_mutants", "regrade_share", *STAFF_KEYS}, "", ctx)
+    share = data.get("regrade_share", 0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ctx.fail("regrade_share", share, "must be a share of the class between 0 and 1 (default 0: any change "
+                       "asks for --accept-regrade)")
+    staff = _staff_settings(data, "", ctx, {})
     missing = data.get("missing", "zero")
     if missing not in ("zero", "blank"):
         raise ctx.fail("missing", missing, "must be 'zero' (a missing submission scores 0 after the due date) or 'blank'")
@@ -398,7 +537,7 @@ def load(path: str | Path = "course.yml") -> Course:
     if not isinstance(raw_assignments, list):
         raise ctx.fail("assignments", raw_assignments, "must be a list")
     base_mutants = _mutant_settings(data, "", ctx, {})
-    assignments = tuple(_assignment(a, i, ctx, base_limits, base_mutants) for i, a in enumerate(raw_assignments))
+    assignments = tuple(_assignment(a, i, ctx, base_limits, base_mutants, staff) for i, a in enumerate(raw_assignments))
     seen: set[str] = set()
     for i, a in enumerate(assignments):
         if a.slug in seen:
@@ -412,8 +551,9 @@ def load(path: str | Path = "course.yml") -> Course:
         assignments=assignments,
         executor=_executor(_mapping(data.get("executor"), "executor", ctx), ctx),
         missing=missing,
+        regrade_share=float(share),
     )
-    return replace(course, extensions=load_extensions(path.parent / "extensions.yml", course.slugs))
+    return replace(course, extensions=load_extensions(path.parent / "extensions.yml", course.slugs, assignments))
 
 
 def find_course_file(start: Path | None = None) -> Path:

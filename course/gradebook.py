@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from course import textsafe
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Columns added after version 1, with their migration: ALTER TABLE on an existing gradebook.
 # submitted_at_source: where submitted_at came from (lms-record, worksheet, fetch-time, push-record,
@@ -35,6 +35,17 @@ MIGRATIONS = {
         ("results", "diagnosis", "TEXT NOT NULL DEFAULT ''"),
         ("results", "misconceptions", "TEXT NOT NULL DEFAULT ''"),
         ("gradings", "environment", "TEXT NOT NULL DEFAULT '{}'")],
+    # 4: the ledger (a new table, created by SCHEMA); DATA_MIGRATIONS moves the manual scores into it.
+    4: [],
+}
+
+# Statements run once when a gradebook is brought up to that version (after its columns are added).
+# 4: every manual score becomes a ledger row (its history starts there); manual_scores keeps the items only.
+DATA_MIGRATIONS = {
+    4: ["INSERT INTO ledger (at, kind, student, slug, item, value, max_value, reason, by) "
+        "SELECT updated_at, 'manual', student, slug, item, score, max_score, 'recorded before the ledger (schema 3)', "
+        "grader FROM manual_scores WHERE score IS NOT NULL ORDER BY updated_at, student, slug, item",
+        "UPDATE manual_scores SET score = NULL, grader = NULL"],
 }
 
 SCHEMA = """
@@ -90,15 +101,41 @@ CREATE TABLE IF NOT EXISTS reference_timings (  -- the solution's seconds per te
     slug TEXT NOT NULL, grader_version TEXT NOT NULL, test_id TEXT NOT NULL, seconds REAL NOT NULL,
     machine TEXT NOT NULL, recorded_at TEXT NOT NULL,
     PRIMARY KEY (slug, grader_version, test_id));
-CREATE TABLE IF NOT EXISTS manual_scores (
+CREATE TABLE IF NOT EXISTS manual_scores (  -- the manually graded items (since schema 4 their scores are ledger rows)
     student TEXT NOT NULL, slug TEXT NOT NULL, item TEXT NOT NULL,
     score REAL, max_score REAL NOT NULL, grader TEXT, updated_at TEXT NOT NULL,
     PRIMARY KEY (student, slug, item));
+CREATE TABLE IF NOT EXISTS ledger (         -- append-only (course/ledger.py): nothing is updated or deleted
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('override','undo','request','reject','manual','extension','slip','published')),
+    student TEXT NOT NULL,
+    slug TEXT NOT NULL,               -- an assignment, or '*' (a standing accommodation)
+    item TEXT,                        -- override: the task (N.M), manual: the item, published: where to
+    mode TEXT,                        -- override: points | delta | task
+    value REAL,                       -- override, manual, published: points. slip: days pinned (NULL: automatic)
+    max_value REAL,                   -- manual: the item's maximum
+    ref INTEGER REFERENCES ledger(id),-- undo, reject: the row acted on. override: the request it answers
+    reason TEXT NOT NULL DEFAULT '',  -- why, or a request's message (student text: escaped wherever written)
+    by TEXT,                          -- who
+    data TEXT NOT NULL DEFAULT '{}',  -- JSON: an extension entry, an override's extra_credit
+    seen_submission INTEGER NOT NULL DEFAULT 0,   -- the newest submission and grading when recorded:
+    seen_grading INTEGER NOT NULL DEFAULT 0);     -- a history orders its steps exactly by them
+CREATE INDEX IF NOT EXISTS ledger_by_student ON ledger(student, slug, id);
 """
+
+# Triggers (their bodies hold ';', so they are not in SCHEMA): the ledger refuses updates and deletes.
+TRIGGERS = [
+    "CREATE TRIGGER IF NOT EXISTS ledger_no_update BEFORE UPDATE ON ledger BEGIN "
+    "SELECT RAISE(ABORT, 'the ledger is append-only: record a new row (course override --undo) instead'); END",
+    "CREATE TRIGGER IF NOT EXISTS ledger_no_delete BEFORE DELETE ON ledger BEGIN "
+    "SELECT RAISE(ABORT, 'the ledger is append-only: nothing is deleted'); END",
+]
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # microseconds: a history (course/history.py) orders collections and gradings by these times
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -182,6 +219,8 @@ class Gradebook:
             fresh = self.db.execute("SELECT name FROM sqlite_master WHERE name='submissions'").fetchone() is None
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
+            for statement in TRIGGERS:
+                self.db.execute(statement)
             if fresh:
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             else:
@@ -199,6 +238,8 @@ class Gradebook:
                 have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for statement in DATA_MIGRATIONS.get(target, []):
+                self.db.execute(statement)
         self.db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET "
                         "value=excluded.value", (str(SCHEMA_VERSION),))
 
@@ -380,11 +421,11 @@ class Gradebook:
     # -------------------------------------------------------------- manual scores (notebooks)
 
     def set_manual_score(self, student: str, slug: str, item: str, score: float | None, max_score: float,
-                         grader: str | None = None) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO manual_scores VALUES (?,?,?,?,?,?,?) ON CONFLICT(student, slug, item) DO UPDATE "
-                       "SET score=excluded.score, max_score=excluded.max_score, grader=excluded.grader, "
-                       "updated_at=excluded.updated_at", (student, slug, item, score, max_score, grader, now()))
+                         grader: str | None = None, reason: str = "") -> int | None:
+        """A TA's score of a written item, appended to the ledger when it differs from the current one
+        (returns the new row's id, or None when nothing changed)."""
+        from course import ledger
+        return ledger.record_manual(self, student, slug, item, score, max_score, by=grader, reason=reason)
 
     def ensure_manual_items(self, student: str, slug: str, items: Sequence[tuple[str, float]]) -> None:
         """Written parts that a TA grades by hand: listed as 'needs manual grading' until scored."""
@@ -393,9 +434,11 @@ class Gradebook:
                 db.executemany("INSERT OR IGNORE INTO manual_scores VALUES (?,?,?,NULL,?,NULL,?)",
                                [(student, slug, item, float(points), now()) for item, points in items])
 
-    def manual_scores(self, student: str, slug: str) -> list[sqlite3.Row]:
-        return list(self.db.execute("SELECT * FROM manual_scores WHERE student=? AND slug=? ORDER BY item",
-                                    (student, slug)))
+    def manual_scores(self, student: str, slug: str, upto: int | None = None) -> list[sqlite3.Row]:
+        """The current manual score of each item (item, score, max_score, grader, updated_at): the latest
+        ledger row (up to ledger id ``upto``), or no score ("needs manual grading")."""
+        from course import ledger
+        return ledger.manual_scores(self, student, slug, upto)
 
     # -------------------------------------------------------------- history (the class report's test health)
 

@@ -80,6 +80,12 @@ def _course_yml(course: Course, a: Assignment) -> str:
         "assignments": [{"slug": a.slug, "title": a.title, "due": a.due.isoformat(), "points": a.points,
                          "needs_gpu": a.needs_gpu, "limits": asdict(a.limits)}],
     }
+    for key in ("hidden_feedback", "after_due"):  # what results.json shows of hidden tests (default: names)
+        if getattr(a, key) != "names":
+            data["assignments"][0][key] = getattr(a, key)
+    if a.hidden_feedback_limit is not None:     # counted from Gradescope's own submission history
+        data["assignments"][0]["hidden_feedback_limit"] = {"count": a.hidden_feedback_limit.count,
+                                                           "per": a.hidden_feedback_limit.per_text}
     return "# Written by `course gradescope build`.\n" + yaml.safe_dump(data, sort_keys=False)
 
 

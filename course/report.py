@@ -47,6 +47,13 @@ class Graded:
     notes: list[str] = field(default_factory=list)   # from collect: modules renamed or missing, flagged dates
     group: str | None = None                  # the group whose submission this is
     members: list[str] = field(default_factory=list)  # the group's members (this student included)
+    adjustments: list[Any] = field(default_factory=list)   # overrides in force (course.ledger.Adjustment)
+    slip_days: int = 0                        # slip days this assignment took (course.late)
+    slip_left: int | None = None              # slip days left for the course (None: no slip days)
+    slip_note: str = ""
+    hidden_view: str = "names"                # what is shown of hidden tests (course.visibility)
+    hidden_note: str = ""                     # why hidden feedback is limited, and until when
+    frozen: tuple[float, float] | None = None # (raw, final) of the full record, kept by a limited view
 
     @property
     def time_unknown(self) -> bool:
@@ -54,12 +61,49 @@ class Graded:
         return self.submitted_at_source == "lms-late-flag"
 
     @property
-    def raw(self) -> float:
+    def graded_raw(self) -> float:
+        """The tests' and the TAs' points, before overrides and the late penalty."""
         return round(sum(r.points for r in self.results) + sum(m["score"] or 0.0 for m in self.manual), 4)
 
     @property
+    def raw(self) -> float:
+        """The score before the late penalty: graded points with task overrides and deltas applied."""
+        if self.frozen is not None:
+            return self.frozen[0]
+        if not self.adjustments:
+            return self.graded_raw
+        tasks = {a.task: a.value for a in self.adjustments if a.mode == "task"}   # the latest per task wins
+        total = sum(r.points for r in self.results if r.task not in tasks) + sum(tasks.values())
+        total += sum(m["score"] or 0.0 for m in self.manual) + sum(a.value for a in self.adjustments if a.mode == "delta")
+        if not any(a.extra_credit for a in self.adjustments):
+            total = min(total, self.max_points)
+        return round(max(0.0, total), 4)
+
+    @property
+    def override_points(self) -> float | None:
+        """The final score set by ``course override --points`` (the latest in force), if any."""
+        points = [a.value for a in self.adjustments if a.mode == "points"]
+        return points[-1] if points else None
+
+    @property
     def final(self) -> float:
+        if self.frozen is not None:
+            return self.frozen[1]
+        if self.override_points is not None:
+            return round(self.override_points, 4)
         return round(self.raw * (1.0 - self.penalty), 4)
+
+    @property
+    def score_withheld(self) -> bool:
+        """Hidden tests are not shown at all: the total would tell their points, so it is not shown either."""
+        return self.hidden_view == "none"
+
+    @property
+    def public_points(self) -> tuple[float, float]:
+        """(points, max points) of the public tests and manual items: what a withheld score still shows."""
+        rows = [r for r in self.results if not r.hidden]
+        return (round(sum(r.points for r in rows) + sum(m["score"] or 0.0 for m in self.manual), 4),
+                round(sum(r.max_points for r in rows) + sum(m["max_score"] or 0.0 for m in self.manual), 4))
 
     @property
     def pending(self) -> int:
@@ -103,58 +147,83 @@ def graded_from_results(course: Course | None, student: str, slug: str, results:
 
 def load_graded(course: Course, gradebook: Gradebook, slugs: Sequence[str] | None = None,
                 students: Sequence[str] | None = None, *, include_missing: bool = True) -> list[Graded]:
-    """The current grade of every (student, assignment), from the gradebook.
+    """The current grade of every (student, assignment), from the gradebook and its ledger.
 
     Every active roster student is listed (with status ``missing`` where nothing was collected);
     a group submission counts for each of its members, each with their own due date and penalty.
+    The attempt that counts follows ``grade_attempt``; overrides, slip days (over every assignment of
+    the course, in due-date order) and accommodations are applied here, so every export agrees.
+    ``gradebook`` may be a :class:`course.history.AsOf` view (a history's past).
     """
+    from course import late, ledger
     from course import roster as roster_mod
     assignments = course.select(list(slugs) if slugs else None)
+    selected = {a.slug for a in assignments}
     roster = roster_mod.load(course.paths.roster)
-    all_subs = gradebook.submissions([a.slug for a in assignments])
-    subs = {(s.student, s.slug): s for s in all_subs if not students or s.student in students}
-    shared: dict[tuple[str, str], list[Any]] = {}
-    for s in all_subs:
+    by_owner: dict[tuple[str, str], list[Any]] = {}
+    for s in gradebook.submissions(course.slugs, latest_only=False):
+        by_owner.setdefault((s.student, s.slug), []).append(s)
+    latest = {k: v[-1] for k, v in by_owner.items()}
+    subs = {k: s for k, s in latest.items() if k[1] in selected and (not students or k[0] in students)}
+    shared: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for k, s in latest.items():
         for m in s.member_list:
             if m != s.student:
-                shared.setdefault((m, s.slug), []).append(s)
-    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, _ in shared}
+                shared.setdefault((m, s.slug), []).append(k)
+    known = set(gradebook.students()) | {s for s, _ in subs} | {m for m, slug in shared if slug in selected}
     known |= {r.id for r in roster.active}
     dropped = {r.id for r in roster if not r.active}
     everyone = sorted(set(students) if students else {s for s in known if s not in dropped or
                                                        any(k[0] == s for k in subs)})
-    out = []
-    for a in assignments:
-        for student in everyone:
-            candidates = [c for c in (subs.get((student, a.slug)), *shared.get((student, a.slug), [])) if c]
-            sub = max(candidates, key=lambda c: c.submitted_at) if candidates else None
-            due = course.due_for(student, a.slug)
-            ext = next((e for e in course.extensions if e.student == student and e.assignment == a.slug), None)
-            if sub is None:
-                if include_missing:
-                    out.append(Graded(student, a.slug, a.title, a.points, "missing", due=due.isoformat(),
-                                      extension=ext.reason if ext else None))
-                continue
-            late_by = max(0.0, (dt.datetime.fromisoformat(sub.submitted_at) - due).total_seconds())
-            g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
-                       submitted_at=sub.submitted_at, late_by=late_by,
-                       penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
-                       extension=(ext.reason or "extension") if ext else None,
-                       submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
-                       group=sub.group_name, members=sub.member_list)
-            grading = gradebook.current_grading(sub.id)
-            if grading is not None:
-                g.status = "graded"
-                g.results = gradebook.results(grading.id)
-                g.duration = grading.duration or 0.0
-                g.isolation = grading.isolation
-            else:
-                err = gradebook.last_error(sub.id)
-                if err is not None:
-                    g.status, g.message = "error", err.message or ""
-            g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
-            out.append(g)
-    return out
+    book = ledger.Book.load(gradebook)
+    slip = course.late_policy.slip_days > 0
+    table: dict[tuple[str, str], Graded] = {}
+    for student in everyone:
+        mine = {}
+        for a in (course.assignments if slip else assignments):
+            owners = [k for k in [(student, a.slug), *shared.get((student, a.slug), [])] if k in by_owner]
+            mine[a.slug] = _graded_one(course, gradebook, book, a, student, [by_owner[k] for k in owners])
+        if slip:
+            late.apply_slip_days(course, mine, book.pins(student))
+        for slug, g in mine.items():
+            table[(student, slug)] = g
+    return [table[(student, a.slug)] for a in assignments for student in everyone
+            if include_missing or table[(student, a.slug)].status != "missing"]
+
+
+def _graded_one(course: Course, gradebook: Any, book: Any, a: Any, student: str,
+                candidates: list[list[Any]]) -> Graded:
+    """One student's record of one assignment, from the attempts of their own and their groups'."""
+    from course import late
+    due = course.due_for(student, a.slug)
+    ext = course.extension_for(student, a.slug)
+    chosen = [c for c in (late.choose(a, attempts, due, course.late_policy, gradebook) for attempts in candidates) if c]
+    sub = max(chosen, key=lambda c: c.submitted_at) if chosen else None
+    if sub is None:
+        g = Graded(student, a.slug, a.title, a.points, "missing", due=due.isoformat(),
+                   extension=ext.reason if ext else None)
+        g.adjustments = book.adjustments(student, a.slug)
+        return g
+    late_by = late.late_by(sub, due)
+    g = Graded(student, a.slug, a.title, a.points, "not graded", attempt=sub.attempt,
+               submitted_at=sub.submitted_at, late_by=late_by,
+               penalty=course.late_policy.penalty_fraction(late_by), due=due.isoformat(),
+               extension=(ext.reason or "extension") if ext else None,
+               submitted_at_source=sub.submitted_at_source, notes=sub.note_list,
+               group=sub.group_name, members=sub.member_list)
+    grading = gradebook.current_grading(sub.id)
+    if grading is not None:
+        g.status = "graded"
+        g.results = gradebook.results(grading.id)
+        g.duration = grading.duration or 0.0
+        g.isolation = grading.isolation
+    else:
+        err = gradebook.last_error(sub.id)
+        if err is not None:
+            g.status, g.message = "error", err.message or ""
+    g.manual = [dict(m) for m in gradebook.manual_scores(sub.student, a.slug)]
+    g.adjustments = book.adjustments(student, a.slug)
+    return g
 
 
 def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None) -> float | None:
@@ -165,6 +234,8 @@ def final_score(g: Graded, missing: str = "zero", now: dt.datetime | None = None
     instructor sets it). A student with no submission scores 0 once their due date has passed if
     the course's ``missing:`` policy is ``zero``, blank otherwise; anything not graded yet is blank.
     """
+    if g.override_points is not None:
+        return g.final                        # staff set the score: it stands whatever the status
     if g.status == "graded":
         return None if g.time_unknown else g.final
     if g.status == "missing" and missing == "zero" and g.due:
@@ -248,11 +319,45 @@ def _lateness(g: Graded, course: Course | None) -> str:
         return "on time"
     hours = g.late_by / 3600
     text = f"{hours:.1f} h late"
+    if g.slip_days:
+        text += f", {g.slip_days} slip day(s) spent"
     if g.penalty >= 1.0:
         return text + ": past the last accepted day, the score is zero"
     if g.penalty > 0:
         return text + f": late penalty {g.penalty * 100:.0f} %"
-    return text + " (within the grace period: no penalty)"
+    return text + (": no penalty" if g.slip_days else " (within the grace period: no penalty)")
+
+
+def score_text(g: Graded) -> str:
+    """The score as a student may see it: withheld when the hidden tests are not shown."""
+    if g.score_withheld:
+        points, most = g.public_points
+        return f"not shown yet (public tests: {_fmt(points)} / {_fmt(most)})"
+    return f"{_fmt(g.final)} / {_fmt(g.max_points)}"
+
+
+def staff_lines(g: Graded) -> list[tuple[str, str]]:
+    """(what, reason) for each override in force and the slip days: plain text, escape where written."""
+    out = []
+    for a in g.adjustments:
+        who = f" by {a.by}" if a.by else ""
+        out.append((f"Adjusted{who} (#{a.id}): {a.describe()}", a.reason))
+    if g.slip_left is not None:
+        out.append((f"Slip days: {g.slip_days} spent on this assignment, {g.slip_left} left for the course"
+                    + (f" ({g.slip_note})" if g.slip_note else ""), ""))
+    return out
+
+
+def _hidden_header(g: Graded) -> str:
+    from course import visibility
+    if g.hidden_view == "names":
+        return ("Hidden tests are shown by name, outcome and points only (with the likely cause of a failure "
+                "where it matches a known misconception); never their inputs or code.")
+    return visibility.describe(g.hidden_view) + " Never their inputs or code."
+
+
+def _task_heading(task: str) -> str:
+    return "All hidden tests" if task == "hidden" else f"Task {task}"
 
 
 # ------------------------------------------------------------------ feedback
@@ -299,8 +404,12 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
     if g.status != "graded":
         lines += [f"- Status: {g.status}. {('The grader will retry it.' if g.status == 'error' else '')}", ""]
         return "\n".join(lines)
-    lines.append(f"- **Score: {_fmt(g.final)} / {_fmt(g.max_points)}**"
-                 + (f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""))
+    lines.append(f"- **Score: {score_text(g)}**"
+                 + (f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty and not g.score_withheld else ""))
+    for what, why in staff_lines(g):
+        lines.append(f"- {textsafe.one_line(what)}" + (f": {_span(why)}" if why else ""))
+    if g.hidden_note:
+        lines.append(f"- Hidden tests: {textsafe.one_line(g.hidden_note)}")
     if g.pending:
         lines.append(f"- {g.pending} GPU test(s) are pending: they are graded on a GPU machine later.")
     if g.needs_manual:
@@ -324,11 +433,9 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
             lines += [f"  Likely cause: {one(r.diagnosis, 1000)}", ""]
     hidden = hidden_by_task(g)
     if hidden:
-        lines += ["", "## Hidden tests", "", "Hidden tests are shown by name, outcome and points only "
-                  "(with the likely cause of a failure where it matches a known misconception); never their "
-                  "inputs or code."]
+        lines += ["", "## Hidden tests", "", _hidden_header(g)]
         for task, rows in hidden:
-            lines += ["", f"### Task {one(task)}", "", "| test | outcome | points |", "| --- | --- | --- |"]
+            lines += ["", f"### {_task_heading(one(task))}", "", "| test | outcome | points |", "| --- | --- | --- |"]
             for r in rows:
                 lines.append(f"| {_cell(_label(r))} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
             causes = [r for r in rows if r.outcome not in ("passed", "pending") and getattr(r, "diagnosis", "")]
@@ -362,8 +469,14 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
     if g.status != "graded":
         parts.append(f"<p>Status: {e(g.status)}</p></body></html>")
         return "".join(parts)
-    raw = f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty else ""
-    parts.append(f"<p class='score'>Score: {_fmt(g.final)} / {_fmt(g.max_points)}{e(raw)}</p>")
+    raw = f" (raw {_fmt(g.raw)} before the late penalty)" if g.penalty and not g.score_withheld else ""
+    parts.append(f"<p class='score'>Score: {e(score_text(g))}{e(raw)}</p>")
+    staff = staff_lines(g)
+    if staff:
+        parts.append("<ul class='staff'>" + "".join(f"<li>{e(what)}" + (f": <q>{e(why)}</q>" if why else "") + "</li>"
+                                                   for what, why in staff) + "</ul>")
+    if g.hidden_note:
+        parts.append(f"<p class='pending'>Hidden tests: {e(g.hidden_note)}</p>")
     if g.pending:
         parts.append(f"<p class='pending'>{g.pending} GPU test(s) pending: graded on a GPU machine later.</p>")
     if g.needs_manual:
@@ -387,11 +500,9 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
             parts.append(f"<p class='cause'>Likely cause: {e(r.diagnosis)}</p>")
     hidden = hidden_by_task(g)
     if hidden:
-        parts.append("<h2>Hidden tests</h2><p>Hidden tests are shown by name, outcome and points only (with the "
-                     "likely cause of a failure where it matches a known misconception); never their inputs or "
-                     "code.</p>")
+        parts.append(f"<h2>Hidden tests</h2><p>{e(_hidden_header(g))}</p>")
         for task, rows in hidden:
-            parts.append(f"<h3>Task {e(task)}</h3><table><tr><th>test</th><th>outcome</th><th>points</th></tr>")
+            parts.append(f"<h3>{e(_task_heading(task))}</h3><table><tr><th>test</th><th>outcome</th><th>points</th></tr>")
             for r in rows:
                 cause = getattr(r, "diagnosis", "") if r.outcome not in ("passed", "pending") else ""
                 parts.append(f"<tr><td><code>{e(_label(r))}</code>"
@@ -461,13 +572,16 @@ def gradescope_results(g: Graded) -> dict[str, Any]:
             "visibility": "after_published" if r.hidden else "visible",
             "tags": [f"task {r.task}"] + (["pending"] if r.outcome == "pending" else []) + [r.outcome],
         })
-    summary = [f"{g.title}: {_fmt(g.final)} / {_fmt(g.max_points)}"]
-    if g.penalty:
+    summary = [f"{g.title}: {score_text(g)}"]
+    if g.penalty and not g.score_withheld:
         summary.append(f"late: {_lateness(g, None)}")
+    summary += [what + (f": {textsafe.one_line(why)}" if why else "") for what, why in staff_lines(g)]
+    if g.hidden_note:
+        summary.append(f"Hidden tests: {g.hidden_note}")
     if g.pending:
         summary.append(f"{g.pending} GPU test(s) pending")
     return {
-        "score": round(g.final, 4),
+        "score": round(g.public_points[0] if g.score_withheld else g.final, 4),
         "execution_time": round(g.duration, 3),
         "output": "\n".join(summary),
         "output_format": "text",
@@ -510,8 +624,10 @@ def junit_xml(graded: Sequence[Graded]) -> str:
 
 def ci_summary(g: Graded) -> str:
     """Markdown for ``$GITHUB_STEP_SUMMARY``: points per task, public failures, hidden by name and outcome."""
-    lines = [f"## {textsafe.one_line(g.title)}: {_fmt(g.final)} / {_fmt(g.max_points)}", "", "| task | tests passed | points |",
-             "| --- | --- | --- |"]
+    lines = [f"## {textsafe.one_line(g.title)}: {score_text(g)}", ""]
+    if g.hidden_note:
+        lines += [f"Hidden tests: {textsafe.one_line(g.hidden_note)}", ""]
+    lines += ["| task | tests passed | points |", "| --- | --- | --- |"]
     for t in tasks(g):
         lines.append(f"| {t['task']} | {t['passed']}/{t['tests']} | {_fmt(t['points'])} / {_fmt(t['max_points'])} |")
     failures = [r for r in g.results if not r.hidden and r.outcome not in ("passed", "pending")]
@@ -522,7 +638,7 @@ def ci_summary(g: Graded) -> str:
                       *_code_block(r.message or "", 20)]
     hidden = [r for r in g.results if r.hidden]
     if hidden:
-        lines += ["", "### Hidden tests", "", "| test | outcome |", "| --- | --- |"]
+        lines += ["", "### Hidden tests", "", _hidden_header(g), "", "| test | outcome |", "| --- | --- |"]
         lines += [f"| {_cell(r.name)} | {r.outcome} |" for r in hidden]
     return "\n".join(lines) + "\n"
 

@@ -92,7 +92,9 @@ def _moodle(course: Course, slug: str, sheet: Path, students: Sequence[roster_mo
                 + ("; see feedback.html" if g and g.status == "graded" else ""))
         scores[pid] = (value, moodle.comment(text))
         if g is not None and g.status == "graded":
-            pages.append((row.get(name_col or "", "") or student.name or student.id, pid, report.feedback_html(g, course)))
+            from course import api
+            pages.append((row.get(name_col or "", "") or student.name or student.id, pid,
+                          report.feedback_html(api.student_view(course, g), course)))
     text, _ = moodle.filled_worksheet(sheet, scores, str(sheet))
     folder = base / "moodle"
     folder.mkdir(parents=True, exist_ok=True)
