@@ -16,7 +16,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from course.grading.diagnose import explain, record
+from course.grading.diagnose import record
 from misconceptions import CATALOGUE
 
 # A tiny Llama with biases everywhere (so that a bias left trainable, or dropped, shows), and

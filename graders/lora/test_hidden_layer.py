@@ -14,8 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course.grading.diagnose import explain
+
 import lora_oracle as oracle
-from lora_oracle import explain, explain_close, fact, one_torch_thread  # noqa: F401  (autouse fixture)
+from lora_oracle import explain_close, fact, one_torch_thread  # noqa: F401  (autouse fixture)
 from misconceptions import CATALOGUE
 import probes
 

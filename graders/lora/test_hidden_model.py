@@ -8,8 +8,10 @@ type names, requires_grad flags, counts and logits; every decision is made here.
 import pytest
 import torch
 
+from course.grading.diagnose import explain
+
 import lora_oracle as oracle
-from lora_oracle import explain, explain_close, one_torch_thread  # noqa: F401  (autouse fixture)
+from lora_oracle import explain_close, one_torch_thread  # noqa: F401  (autouse fixture)
 from misconceptions import CATALOGUE
 import probes
 
@@ -64,14 +66,13 @@ def _outcome(got):
 
 # target lists where peft's rule (equal, or ends with "." + target) differs from the plausible
 # wrong ones: by substring, by the last name part, by endswith without the dot
-RULE_CASES = [["attn.q_proj", "v_proj"], ["mlp"], ["proj"], ["model.layers.0.self_attn.o_proj", "lm_head"],
-              ["0.mlp.gate_proj"], ["layers.1.self_attn.k_proj", "up_proj"]]
+RULE_CASES = [["attn.q_proj", "v_proj"], ["mlp"], ["model.layers.0.self_attn.o_proj", "lm_head"], ["0.mlp.gate_proj"]]
 
 
 @pytest.mark.task("2.1")
 @pytest.mark.points(3)
 def test_inject_matches_targets_by_whole_name_parts(submission, rng):
-    config, state = oracle.tiny_state(rng, num_hidden_layers=2)
+    config, state = oracle.tiny_state(rng, num_hidden_layers=1)
     got = [_outcome(g) for g in submission.run(probes.inject_each, config, state, RULE_CASES, 2)]
     linears = oracle.linear_names(config)
     expected = []

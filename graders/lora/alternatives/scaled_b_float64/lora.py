@@ -4,7 +4,6 @@ targets matched by comparing name parts; gradients cleared by hand."""
 
 import json
 import math
-import os
 
 import torch
 from torch import Tensor, nn
