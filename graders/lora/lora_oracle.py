@@ -142,12 +142,16 @@ def kaiming_bound(in_features: int) -> float:
     return gain * math.sqrt(3.0 / in_features)
 
 
-def peft_trainable_count(config: dict, r: int, targets: list[str]) -> int:
-    """peft's count of trainable parameters, on a model built on the meta device."""
+def peft_counts(config: dict, r: int, targets: list[str]) -> tuple[int, int, int]:
+    """peft's counts of trainable and of all parameters, on a model built on the meta device, and
+    the count of the A matrices alone (a catalogue variant)."""
+    from peft.tuners.lora import LoraLayer
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(**config))
     model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=list(targets)))
-    return model.get_nb_trainable_parameters()[0]
+    trainable, total = model.get_nb_trainable_parameters()
+    a_only = sum(m.lora_A["default"].weight.numel() for m in model.modules() if isinstance(m, LoraLayer))
+    return trainable, total, a_only
 
 
 # ------------------------------------------------------------------ diagnoses
@@ -216,13 +220,15 @@ def with_scaling(r: int, scaling: float) -> float:
 def peft_train(config: dict, state: dict[str, torch.Tensor], targets: list[str], r: int, alpha: float,
                start: dict[str, tuple[torch.Tensor, torch.Tensor]], batches: list[dict[str, torch.Tensor]],
                steps: int, lr: float, *, zero_grad: bool = True, first_batch_only: bool = False,
-               loss_after_step: bool = False):
+               loss_after_step: bool = False, adam: bool = False, default_lr: bool = False):
     """torch's AdamW on peft's model (no dropout) from the student's initial adapters: the losses
     and the model. The keyword arguments make the wrong loops of the catalogue."""
     reference = peft_model(config, state, targets, r, alpha)
     set_peft_adapters(reference, start)
     reference.train()
-    optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=lr)
+    params = [p for p in reference.parameters() if p.requires_grad]
+    kind = torch.optim.Adam if adam else torch.optim.AdamW
+    optimizer = kind(params) if default_lr else kind(params, lr=lr)
     losses = []
     for step in range(steps):
         batch = batches[0] if first_batch_only else batches[step % len(batches)]

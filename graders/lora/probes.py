@@ -309,6 +309,22 @@ def parameter_count(config, r, targets):
     return lora.lora_parameter_count(LlamaConfig(**config), r, targets)
 
 
+def parameter_count_and_pair(config, r, targets, small):
+    """lora_parameter_count as above, and (for a diagnosis) count_parameters of a one-layer meta
+    model of shape ``small`` after inject_lora, or None when that raises."""
+    import lora
+    from transformers import LlamaConfig, LlamaForCausalLM
+    count = lora.lora_parameter_count(LlamaConfig(**config), r, targets)
+    try:
+        with torch.device("meta"):
+            model = LlamaForCausalLM(LlamaConfig(**small))
+        lora.inject_lora(model, targets, r)
+        pair = list(lora.count_parameters(model))
+    except Exception:
+        pair = None
+    return {"count": count, "pair": pair}
+
+
 def adapter_state(config, state, targets, r, alpha, adapters, bump):
     """lora_state_dict of an injected tiny Llama; then ``bump`` is added in place to every live
     lora_A and lora_B. The state dict is sent back after that (a copy does not move), with the
@@ -378,9 +394,10 @@ def merged_model(config, state, targets, r, alpha, adapters, input_ids, premerge
         m = model.get_submodule(name)
         with torch.no_grad():
             out = m(layer_inputs[name])
+        weight, bias = getattr(m, "weight", None), getattr(m, "bias", None)
         layers[name] = {"type": _type_name(m), "keys": sorted(m.state_dict()),
-                        "weight": m.weight.detach().clone(),
-                        "bias": None if getattr(m, "bias", None) is None else m.bias.detach().clone(),
+                        "weight": weight.detach().clone() if isinstance(weight, torch.Tensor) else None,
+                        "bias": bias.detach().clone() if isinstance(bias, torch.Tensor) else None,
                         "requires_grad": _flags(m), "out": out}
     return {"before": before, "after": _logits(model, input_ids), "layers": layers, "premerged": premerged,
             "types": {n: _type_name(m) for n, m in model.named_modules()},

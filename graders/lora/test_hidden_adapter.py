@@ -54,8 +54,10 @@ def test_lora_state_dict_named_like_peft(submission, rng, targets):
     got = submission.run(probes.adapter_state, config, state, targets, 4, 8.0, adapters, 0.0)["state"]
     expected = get_peft_model_state_dict(reference, save_embedding_layers=False)  # adapters only
     prefix = oracle.PEFT_PREFIX
-    with explain(sorted(got), None, CATALOGUE, generic=False, what="the keys of lora_state_dict (peft's names)",
-                 variants={"state_dict_without_prefix": lambda: sorted(k[len(prefix):] for k in expected)}):
+    extra, missing = set(got) - set(expected), set(expected) - set(got)  # the student's keys that are not peft's
+    with explain_close(None, {}, what="the keys of lora_state_dict (peft's names)", facts={
+            "state_dict_without_prefix": lambda: bool(extra) and {prefix + k for k in extra} == missing,
+            "state_dict_without_weight_suffix": lambda: bool(extra) and {k + ".weight" for k in extra} == missing}):
         assert sorted(got) == sorted(expected), \
             f"keys must be peft's (e.g. {sorted(expected)[0]!r}); got e.g. {sorted(got)[:1]}"
     for key, value in expected.items():
@@ -112,8 +114,11 @@ def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha
         (folder / name).write_bytes(got["files"][name])
     meta = json.loads(got["files"]["adapter_config.json"])
     assert meta.get("peft_type") == "LORA"
+    fact("config_alpha_is_r", meta.get("lora_alpha") == r, "adapter_config.json describes the adapter")
     assert meta.get("r") == r and meta.get("lora_alpha") == alpha
     assert sorted(meta.get("target_modules") or []) == sorted(targets)
+    fact("config_without_base_model", meta.get("base_model_name_or_path") is None,
+         "adapter_config.json describes the adapter")
     assert meta.get("base_model_name_or_path") == "tiny-llama"
     loaded = PeftModel.from_pretrained(oracle.tiny_model(config, state), folder).eval()
     for name, (a, b) in adapters.items():  # every tensor arrived, under its own name
@@ -148,9 +153,11 @@ def test_merge_lora_matches_peft(submission, rng, premerge):
         fact("merge_makes_base_trainable", any(layer["requires_grad"].values()), what)
         assert not any(layer["requires_grad"].values()), f"{name}: after merge() the base must stay frozen"
     left = sorted(n for n, t in got["types"].items() if t == LORA_TYPE)
+    fact("merge_lora_keeps_wrappers", bool(left), what)
     assert left == [], "merge_lora must leave no LoRALinear behind"
     for name, layer in got["layers"].items():
         assert layer["type"] == LINEAR_TYPE, f"{name} must be a plain nn.Linear after merge_lora"
+        fact("merge_lora_drops_bias", layer["bias"] is None, what)
         assert layer["keys"] == ["bias", "weight"], f"{name}: a plain nn.Linear holds weight and bias only"
         twice = state[f"{name}.weight"] + 2 * deltas[name]
         with explain_close(layer["weight"], {"merge_lora_merges_twice": lambda twice=twice: twice} if premerge else {},
@@ -195,6 +202,7 @@ def test_train_lora_moves_only_adapters(submission, rng):
     got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
     names = got["names"]
     losses = got["losses"]
+    fact("wrong_number_of_steps", len(losses) != t["steps"], "one optimiser step and one loss per step")
     assert len(losses) == t["steps"], "one loss per step"
     base = oracle.tiny_model(config, state)
     with torch.no_grad():
@@ -224,23 +232,29 @@ def test_train_lora_follows_adamw(submission, rng):
     config, state = oracle.tiny_state(rng)
     batches = _task(rng, config, n_batches=3)
     got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
+    fact("wrong_number_of_steps", len(got["losses"]) != t["steps"], "one optimiser step and one loss per step")
     # the same run with peft's model and torch's AdamW, from the student's initial adapters
     args = (config, state, t["targets"], t["r"], t["alpha"], got["start"], batches, t["steps"], t["lr"])
     expected, reference = oracle.peft_train(*args)
+    keys = [f"{n}.lora_{w}" for n in got["names"] for w in "AB"]
 
-    def wrong(**how):
-        return lambda: oracle.losses_tensor(oracle.peft_train(*args, **how)[0])
-    with explain_close(oracle.losses_tensor(got["losses"]),
-                       {"gradients_accumulate": wrong(zero_grad=False), "loss_after_step": wrong(loss_after_step=True),
-                        "always_first_batch": wrong(first_batch_only=True)},
-                       what="the losses of AdamW over the adapters, one batch per step in turn"):
+    def adapters(model):
+        return {k: getattr(model.base_model.model.get_submodule(k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1])
+                ["default"].weight.detach() for k in keys}
+
+    def wrong(**how):  # a catalogue variant: the losses and adapters of a wrong training loop
+        def run():
+            losses, model = oracle.peft_train(*args, **how)
+            return oracle.losses_tensor(losses), adapters(model)
+        return run
+    mine = (oracle.losses_tensor(got["losses"]), {k: got["after"].get(k) for k in keys})
+    with explain_close(mine, {"gradients_accumulate": wrong(zero_grad=False), "loss_after_step": wrong(loss_after_step=True),
+                              "always_first_batch": wrong(first_batch_only=True), "adam_not_adamw": wrong(adam=True),
+                              "learning_rate_ignored": wrong(default_lr=True)},
+                       what="the losses and adapters of AdamW over the adapters, one batch per step in turn"):
         assert got["losses"] == pytest.approx(expected, rel=1e-4)
-    for name in got["names"]:
-        layer = reference.base_model.model.get_submodule(name)
-        torch.testing.assert_close(got["after"][f"{name}.lora_A"], layer.lora_A["default"].weight.detach(),
-                                   rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(got["after"][f"{name}.lora_B"], layer.lora_B["default"].weight.detach(),
-                                   rtol=1e-3, atol=1e-4)
+        for key, value in adapters(reference).items():
+            torch.testing.assert_close(got["after"][key], value, rtol=1e-3, atol=1e-4, msg=f"{key} after training")
 
 
 @pytest.mark.task("4.1")
@@ -254,6 +268,7 @@ def test_train_lora_trains_with_dropout_on(submission, rng):
     got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"],
                          t["lr"], p, oracle.seed_from(rng))
     losses = got["losses"]
+    fact("wrong_number_of_steps", len(losses) != t["steps"], "one optimiser step and one loss per step")
     assert len(losses) == t["steps"], "one loss per step"
     base = oracle.tiny_model(config, state)
     with torch.no_grad():
@@ -261,6 +276,7 @@ def test_train_lora_trains_with_dropout_on(submission, rng):
     assert losses[0] == pytest.approx(first, rel=1e-5), "with B = 0 the first loss is the base model's, dropout or not"
     assert losses[-1] < losses[0], f"the loss should fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
     first_train, second_train = got["train_logits"]
+    fact("dropout_not_passed_on", oracle.close(first_train, second_train), "train_lora trains in train mode (dropout on)")
     assert not torch.allclose(first_train, second_train, rtol=1e-4, atol=1e-4), \
         "the LoRA layers must hold the dropout inject_lora was given"
     without, _ = oracle.peft_train(config, state, t["targets"], t["r"], t["alpha"], got["start"], batches,

@@ -39,7 +39,8 @@ def test_inject_targets_and_freezes_like_peft(submission, rng, targets):
         return lambda: oracle.match_rule(name, linears, targets)
     with explain(got["names"], None, CATALOGUE, generic=False, what="the layers inject_lora replaces (peft's rule)",
                  variants={"targets_by_substring": rule("substring"), "targets_by_last_part": rule("last_part"),
-                           "targets_endswith_without_dot": rule("endswith")}):
+                           "targets_endswith_without_dot": rule("endswith"),
+                           "names_not_sorted": lambda: [n for n in linears if n in expected]}):
         assert got["names"] == expected, "inject_lora must replace exactly the Linear layers peft targets, sorted"
     lora_layers = sorted(n for n, t in got["types"].items() if t == LORA_TYPE)
     assert lora_layers == expected, "every returned name must now be a LoRALinear (and no other layer)"
@@ -82,18 +83,19 @@ def test_inject_matches_targets_by_whole_name_parts(submission, rng):
         except ValueError:  # peft agrees that nothing matches
             expected.append(("raises", "ValueError"))
 
-    def rule(name):
+    def rule(name, order=sorted):
         def outcomes():
             out = []
             for targets in RULE_CASES:
-                names = oracle.match_rule(name, linears, targets)
+                names = order(oracle.match_rule(name, linears, targets))
                 out.append(names if names else ("raises", "ValueError"))
             return out
         return outcomes
     with explain(got, None, CATALOGUE, generic=False, what="target matching: a name equal to a target or "
                  "ending with '.' + target",
                  variants={"targets_by_substring": rule("substring"), "targets_by_last_part": rule("last_part"),
-                           "targets_endswith_without_dot": rule("endswith")}):
+                           "targets_endswith_without_dot": rule("endswith"),
+                           "names_not_sorted": rule("peft", lambda names: [n for n in linears if n in names])}):
         for targets, mine, theirs in zip(RULE_CASES, got, expected):
             assert mine == theirs, f"target_modules={targets}: expected {theirs}, got {mine}"
 
@@ -129,7 +131,9 @@ def test_logits_match_peft(submission, rng, targets, r, alpha):
     with torch.no_grad():
         expected = reference(input_ids=input_ids).logits
         base = oracle.tiny_model(config, state)(input_ids=input_ids).logits
-    assert got["names"] == names
+    with explain(got["names"], None, CATALOGUE, generic=False, what="the names inject_lora returns",
+                 variants={"names_not_sorted": lambda: [n for n in oracle.linear_names(config) if n in names]}):
+        assert got["names"] == names, "inject_lora returns the replaced names, sorted"
     assert not torch.allclose(expected, base, atol=1e-3), "test inputs too weak"  # the adapters matter
 
     def with_scaling(scaling):
@@ -162,6 +166,8 @@ def test_inject_gives_every_layer_its_dropout(submission, rng):
                                msg="in eval mode the dropout of the LoRA layers does nothing")
     first, second = got["train"]
     # train mode: every forward draws new dropout masks, so two forwards differ, and differ from eval
+    oracle.fact("dropout_not_passed_on", oracle.close(first, got["logits"]) and oracle.close(second, got["logits"]),
+                "the dropout of every LoRA layer acts in train mode")
     assert not torch.allclose(first, got["logits"], rtol=1e-4, atol=1e-4), \
         "in train mode the LoRA layers' dropout must act: is dropout passed on to every LoRALinear?"
     assert not torch.allclose(first, second, rtol=1e-4, atol=1e-4), \
@@ -197,5 +203,16 @@ PARAMETER_COUNTS = [(8, ["q_proj", "v_proj"]), (16, ["q_proj", "k_proj", "v_proj
 @pytest.mark.parametrize("r,targets", PARAMETER_COUNTS,
                          ids=[f"Llama-2-7B shape, r={r}, {_targets_id(t)}" for r, t in PARAMETER_COUNTS])
 def test_lora_parameter_count_llama2_7b(submission, r, targets):
-    got = submission.run(probes.parameter_count, oracle.LLAMA2_7B, r, targets)
-    assert got == oracle.peft_trainable_count(oracle.LLAMA2_7B, r, targets)
+    small = dict(oracle.TINY, num_hidden_layers=1)
+    got = submission.run(probes.parameter_count_and_pair, oracle.LLAMA2_7B, r, targets, small)
+    trainable, total, a_only = oracle.peft_counts(oracle.LLAMA2_7B, r, targets)
+    # a count_parameters that returns (total, trainable) makes a correct lora_parameter_count
+    # return the total: then the misconception is the order of the pair, named by the 2.2 tests
+    small_trainable, small_total, _ = oracle.peft_counts(small, r, targets)
+    swapped_pair = got["pair"] == [small_total, small_trainable]
+    variants = {"parameter_count_A_only": lambda: a_only}
+    if not swapped_pair:
+        variants["parameter_count_total"] = lambda: total
+    with explain(got["count"], None, CATALOGUE, generic=False, what="the trainable parameters LoRA adds (peft's count)",
+                 variants=variants):
+        assert got["count"] == trainable
