@@ -7,12 +7,17 @@ each check is built by a probe (probes.py) from the same config dict and state d
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from course.grading.diagnose import record
+from misconceptions import CATALOGUE
 
 # A tiny Llama with biases everywhere (so that a bias left trainable, or dropped, shows), and
 # with k_proj/v_proj narrower than q_proj (so that in_features != out_features).
@@ -113,9 +118,9 @@ def set_peft_adapters(model, adapters: dict[str, tuple[torch.Tensor, torch.Tenso
 
 def peft_linear(weight: torch.Tensor, bias: torch.Tensor | None, r: int, alpha: float,
                 a: torch.Tensor | None = None, b: torch.Tensor | None = None, dropout: float = 0.0):
-    """peft's own LoRA layer around an ``nn.Linear`` with this weight and bias."""
+    """peft's own LoRA layer around an ``nn.Linear`` with this weight and bias (and dtype)."""
     out_f, in_f = weight.shape
-    lin = nn.Linear(in_f, out_f, bias=bias is not None)
+    lin = nn.Linear(in_f, out_f, bias=bias is not None, dtype=weight.dtype)
     with torch.no_grad():
         lin.weight.copy_(weight)
         if bias is not None:
@@ -137,9 +142,120 @@ def kaiming_bound(in_features: int) -> float:
     return gain * math.sqrt(3.0 / in_features)
 
 
-def peft_trainable_count(config: dict, r: int, targets: list[str]) -> int:
-    """peft's count of trainable parameters, on a model built on the meta device."""
+def peft_counts(config: dict, r: int, targets: list[str]) -> tuple[int, int, int]:
+    """peft's counts of trainable and of all parameters, on a model built on the meta device, and
+    the count of the A matrices alone (a catalogue variant)."""
+    from peft.tuners.lora import LoraLayer
     with torch.device("meta"):
         model = LlamaForCausalLM(LlamaConfig(**config))
     model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, target_modules=list(targets)))
-    return model.get_nb_trainable_parameters()[0]
+    trainable, total = model.get_nb_trainable_parameters()
+    a_only = sum(m.lora_A["default"].weight.numel() for m in model.modules() if isinstance(m, LoraLayer))
+    return trainable, total, a_only
+
+
+# ------------------------------------------------------------------ diagnoses
+
+def close(actual: Any, candidate: Any, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    """A tight match of the student's float data with a variant the oracle computed in another
+    process: same structure and shapes, and every element within ``rtol`` and ``atol`` times the
+    candidate's largest magnitude. (The engine's own tight match uses an absolute tolerance of
+    1e-7 for float32, below the rounding noise of two processes on elements near zero.) The
+    variants of these tests differ from each other and from the right answer by whole factors."""
+    if isinstance(actual, torch.Tensor) and isinstance(candidate, torch.Tensor):
+        if actual.shape != candidate.shape or not actual.is_floating_point():
+            return False
+        a, c = actual.detach().double(), candidate.detach().double()
+        if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(c).all()):
+            return False
+        scale = float(c.abs().max()) if c.numel() else 0.0
+        return bool(torch.allclose(a, c, rtol=rtol, atol=atol * (1.0 + scale)))
+    if type(actual) in (list, tuple) and type(candidate) in (list, tuple):
+        return len(actual) == len(candidate) and all(close(x, y, rtol, atol) for x, y in zip(actual, candidate))
+    if type(actual) is dict and type(candidate) is dict:
+        return actual.keys() == candidate.keys() and all(close(actual[k], candidate[k], rtol, atol) for k in actual)
+    if isinstance(actual, float) and isinstance(candidate, (int, float)):
+        return math.isclose(actual, candidate, rel_tol=rtol, abs_tol=atol)
+    return actual is None and candidate is None
+
+
+@contextmanager
+def explain_close(actual: Any, variants: Mapping[str, Callable[[], Any]], *, what: str,
+                  facts: Mapping[str, Callable[[], bool]] | None = None) -> Iterator[None]:
+    """Run a check on float data; if it fails, name the variants of :data:`CATALOGUE` that the
+    student's data matches (:func:`close`) and the facts (exact checks on the returned data, made
+    here) that hold. Like ``diagnose.explain``: outcome and points never change, any error while
+    diagnosing is swallowed, nothing is computed unless the check failed."""
+    try:
+        yield
+    except Exception:
+        names = []
+        for name, make in {**variants, **(facts or {})}.items():
+            try:
+                value = make()
+                hit = bool(value) if name in (facts or {}) else close(actual, value)
+            except Exception:
+                continue
+            if hit:
+                names.append(name)
+        try:
+            record(names, CATALOGUE, what)
+        except Exception:
+            pass
+        raise
+
+
+def fact(name: str, holds: bool, what: str) -> None:
+    """Attach the misconception ``name`` to this test when ``holds`` (an exact fact about the
+    returned data, decided here, just before the check that the fact makes fail)."""
+    if holds:
+        record([name], CATALOGUE, what)
+
+
+def with_scaling(r: int, scaling: float) -> float:
+    """The alpha that gives ``scaling`` at rank ``r`` (to build peft's twin of a wrong scaling)."""
+    return scaling * r
+
+
+def peft_train(config: dict, state: dict[str, torch.Tensor], targets: list[str], r: int, alpha: float,
+               start: dict[str, tuple[torch.Tensor, torch.Tensor]], batches: list[dict[str, torch.Tensor]],
+               steps: int, lr: float, *, zero_grad: bool = True, first_batch_only: bool = False,
+               loss_after_step: bool = False, adam: bool = False, default_lr: bool = False):
+    """torch's AdamW on peft's model (no dropout) from the student's initial adapters: the losses
+    and the model. The keyword arguments make the wrong loops of the catalogue."""
+    reference = peft_model(config, state, targets, r, alpha)
+    set_peft_adapters(reference, start)
+    reference.train()
+    params = [p for p in reference.parameters() if p.requires_grad]
+    kind = torch.optim.Adam if adam else torch.optim.AdamW
+    optimizer = kind(params) if default_lr else kind(params, lr=lr)
+    losses = []
+    for step in range(steps):
+        batch = batches[0] if first_batch_only else batches[step % len(batches)]
+        loss = reference(**batch).loss
+        if zero_grad:
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss_after_step:
+            with torch.no_grad():
+                loss = reference(**batch).loss
+        losses.append(loss.item())
+    return losses, reference
+
+
+def losses_tensor(losses: list[float]) -> torch.Tensor:
+    return torch.tensor([float(v) for v in losses], dtype=torch.float64)
+
+
+def match_rule(rule: str, names: list[str], targets: list[str]) -> list[str]:
+    """The layers a (wrong) matching rule selects, sorted: the catalogue's target-matching variants."""
+    def hit(name: str, t: str) -> bool:
+        if rule == "substring":
+            return t in name
+        if rule == "last_part":
+            return name.rsplit(".", 1)[-1] == t
+        if rule == "endswith":
+            return name.endswith(t)
+        return name == t or name.endswith("." + t)
+    return sorted(n for n in names if any(hit(n, t) for t in targets))

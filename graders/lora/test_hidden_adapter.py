@@ -1,19 +1,26 @@
-"""Hidden tests of the adapter as a file and as weights: state dict names, save/load through
-peft in both directions, merge_lora, and the training loop (frozen base, AdamW)."""
+"""Hidden tests of the adapter as a file and as weights: state dict names (and copies), save/load
+through peft in both directions, merge_lora, and the training loop (frozen base, AdamW, dropout
+on in training)."""
 
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file
 
+from course.grading.diagnose import explain
+
 import lora_oracle as oracle
-from lora_oracle import one_torch_thread  # noqa: F401  (autouse fixture)
+from lora_oracle import explain_close, fact, one_torch_thread  # noqa: F401  (autouse fixture)
+from misconceptions import CATALOGUE
 import probes
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LINEAR_TYPE = "torch.nn.modules.linear.Linear"
+LORA_TYPE = "lora.LoRALinear"
 
 
 def _setup(rng, targets, r, alpha, **overrides):
@@ -32,17 +39,50 @@ def _logits(model, input_ids):
         return model(input_ids=input_ids).logits
 
 
+def _targets_id(targets):
+    return "targets " + ", ".join(targets)
+
+
+STATE_TARGETS = [["q_proj", "v_proj"], ["down_proj", "lm_head"]]
+
+
 @pytest.mark.task("3.1")
 @pytest.mark.points(3)
-@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], ["down_proj", "lm_head"]])
+@pytest.mark.parametrize("targets", STATE_TARGETS, ids=[_targets_id(t) for t in STATE_TARGETS])
 def test_lora_state_dict_named_like_peft(submission, rng, targets):
     config, state, reference, adapters, _ = _setup(rng, targets, 4, 8.0)
-    got = submission.run(probes.adapter_state, config, state, targets, 4, 8.0, adapters)
+    got = submission.run(probes.adapter_state, config, state, targets, 4, 8.0, adapters, 0.0)["state"]
     expected = get_peft_model_state_dict(reference, save_embedding_layers=False)  # adapters only
-    assert sorted(got) == sorted(expected), \
-        f"keys must be peft's (e.g. {sorted(expected)[0]!r}); got e.g. {sorted(got)[:1]}"
+    prefix = oracle.PEFT_PREFIX
+    extra, missing = set(got) - set(expected), set(expected) - set(got)  # the student's keys that are not peft's
+    with explain_close(None, {}, what="the keys of lora_state_dict (peft's names)", facts={
+            "state_dict_without_prefix": lambda: bool(extra) and {prefix + k for k in extra} == missing,
+            "state_dict_without_weight_suffix": lambda: bool(extra) and {k + ".weight" for k in extra} == missing}):
+        assert sorted(got) == sorted(expected), \
+            f"keys must be peft's (e.g. {sorted(expected)[0]!r}); got e.g. {sorted(got)[:1]}"
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=f"{key} holds the wrong tensor")
+
+
+@pytest.mark.task("3.1")
+@pytest.mark.points(2)
+def test_lora_state_dict_holds_copies(submission, rng):
+    # the probe takes the state dict, then adds 1 in place to every live lora_A and lora_B: a
+    # state dict of copies keeps the values it was taken with
+    targets, r, alpha, bump = ["q_proj", "up_proj"], 4, 8.0, 1.0
+    config, state, _, adapters, _ = _setup(rng, targets, r, alpha)
+    got = submission.run(probes.adapter_state, config, state, targets, r, alpha, adapters, bump)
+    for name, (a, b) in adapters.items():  # the live adapters did move (the probe's change happened)
+        torch.testing.assert_close(got["live"][name][0], a + bump, rtol=0, atol=0)
+        torch.testing.assert_close(got["live"][name][1], b + bump, rtol=0, atol=0)
+    expected = {f"{oracle.PEFT_PREFIX}{n}.lora_{w}.weight": t for n, (a, b) in adapters.items()
+                for w, t in (("A", a), ("B", b))}
+    assert sorted(got["state"]) == sorted(expected), "keys must be peft's"
+    with explain(got["state"], None, CATALOGUE, generic=False, what="lora_state_dict returns copies",
+                 variants={"state_dict_shares_storage": lambda: {k: v + bump for k, v in expected.items()}}):
+        for key, value in expected.items():
+            torch.testing.assert_close(got["state"][key], value, rtol=0, atol=0,
+                                       msg=f"{key} changed with the live adapter: return copies (detach().clone())")
 
 
 @pytest.mark.task("3.1")
@@ -57,10 +97,12 @@ def test_peft_saved_adapter_loads_by_name(submission, rng, tmp_path):
     torch.testing.assert_close(got["logits"], _logits(reference, input_ids), **oracle.LOGITS_TOL)
 
 
+SAVE = [(["q_proj", "v_proj"], 4, 16.0), (["o_proj", "up_proj", "lm_head"], 2, 5.0)]
+
+
 @pytest.mark.task("3.2")
-@pytest.mark.points(6)
-@pytest.mark.parametrize("targets,r,alpha", [(["q_proj", "v_proj"], 4, 16.0),
-                                             (["o_proj", "up_proj", "lm_head"], 2, 5.0)])
+@pytest.mark.points(4)
+@pytest.mark.parametrize("targets,r,alpha", SAVE, ids=[f"{_targets_id(t)}, r={r}, alpha={a:g}" for t, r, a in SAVE])
 def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha):
     config, state, reference, adapters, input_ids = _setup(rng, targets, r, alpha)
     got = submission.run(probes.saved_adapter, config, state, targets, r, alpha, adapters, input_ids,
@@ -72,8 +114,11 @@ def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha
         (folder / name).write_bytes(got["files"][name])
     meta = json.loads(got["files"]["adapter_config.json"])
     assert meta.get("peft_type") == "LORA"
+    fact("config_alpha_is_r", meta.get("lora_alpha") == r, "adapter_config.json describes the adapter")
     assert meta.get("r") == r and meta.get("lora_alpha") == alpha
     assert sorted(meta.get("target_modules") or []) == sorted(targets)
+    fact("config_without_base_model", meta.get("base_model_name_or_path") is None,
+         "adapter_config.json describes the adapter")
     assert meta.get("base_model_name_or_path") == "tiny-llama"
     loaded = PeftModel.from_pretrained(oracle.tiny_model(config, state), folder).eval()
     for name, (a, b) in adapters.items():  # every tensor arrived, under its own name
@@ -85,22 +130,54 @@ def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha
 
 
 @pytest.mark.task("3.3")
-@pytest.mark.points(5)
-@pytest.mark.parametrize("premerge", [False, True])
+@pytest.mark.points(4)
+@pytest.mark.parametrize("premerge", [False, True], ids=["adapters not merged yet", "every layer merged already"])
 def test_merge_lora_matches_peft(submission, rng, premerge):
     targets, r, alpha = ["q_proj", "v_proj", "o_proj", "up_proj"], 4, 8.0
     config, state, reference, adapters, input_ids = _setup(rng, targets, r, alpha)
-    got = submission.run(probes.merged_model, config, state, targets, r, alpha, adapters, input_ids, premerge)
+    shapes = oracle.linear_shapes(config, list(adapters))
+    layer_inputs = {n: torch.randn(3, in_f, generator=rng) for n, (_, in_f) in shapes.items()}
+    got = submission.run(probes.merged_model, config, state, targets, r, alpha, adapters, input_ids, premerge,
+                         layer_inputs)
     expected_logits = _logits(reference, input_ids)
+    deltas = {n: reference.base_model.model.get_submodule(n).get_delta_weight("default").detach().clone()
+              for n in adapters}
     merged = reference.merge_and_unload()
-    assert got["lora_left"] == [], "merge_lora must leave no LoRALinear behind"
+    what = "merge_lora: plain frozen nn.Linear layers holding W + B @ A * scaling, merged once"
+    for name, layer in got["premerged"].items():  # the layers' own merge(), twice: merged once
+        fact("merge_flag_not_set", layer["merged"] is False, what)
+        assert layer["merged"] is True, f"{name}: merge() must set merged"
+        fact("merge_not_idempotent", oracle.close(layer["weight"], state[f"{name}.weight"] + 2 * deltas[name]), what)
+        torch.testing.assert_close(layer["weight"], merged.get_submodule(name).weight.detach(), rtol=1e-5, atol=1e-6,
+                                   msg=f"{name}: merge() twice must merge once")
+        fact("merge_makes_base_trainable", any(layer["requires_grad"].values()), what)
+        assert not any(layer["requires_grad"].values()), f"{name}: after merge() the base must stay frozen"
+    left = sorted(n for n, t in got["types"].items() if t == LORA_TYPE)
+    fact("merge_lora_keeps_wrappers", bool(left), what)
+    assert left == [], "merge_lora must leave no LoRALinear behind"
     for name, layer in got["layers"].items():
-        assert layer["plain_linear"], f"{name} must be a plain nn.Linear after merge_lora"
-        torch.testing.assert_close(layer["weight"], merged.get_submodule(name).weight.detach(),
-                                   rtol=1e-5, atol=1e-6, msg=f"{name}: the merged weight is W + B @ A * scaling "
-                                                             "(merged once)")
+        assert layer["type"] == LINEAR_TYPE, f"{name} must be a plain nn.Linear after merge_lora"
+        fact("merge_lora_drops_bias", layer["bias"] is None, what)
+        assert layer["keys"] == ["bias", "weight"], f"{name}: a plain nn.Linear holds weight and bias only"
+        twice = state[f"{name}.weight"] + 2 * deltas[name]
+        with explain_close(layer["weight"], {"merge_lora_merges_twice": lambda twice=twice: twice} if premerge else {},
+                           what=what):
+            torch.testing.assert_close(layer["weight"], merged.get_submodule(name).weight.detach(),
+                                       rtol=1e-5, atol=1e-6, msg=f"{name}: the merged weight is W + B @ A * scaling "
+                                                                 "(merged once)")
         torch.testing.assert_close(layer["bias"], state[f"{name}.bias"], rtol=0, atol=0,
                                    msg=f"{name}: the bias must be kept")
+        torch.testing.assert_close(layer["out"], F.linear(layer_inputs[name], layer["weight"], layer["bias"]),
+                                   rtol=1e-5, atol=1e-5, msg=f"{name} must compute x @ weight.T + bias")
+    # with the layers merged by their own merge() first (and found frozen), a trainable merged
+    # layer after merge_lora is merge_lora's doing
+    trainable_layers = sorted(f"{n}.{p}" for n, layer in got["layers"].items()
+                              for p, flag in layer["requires_grad"].items() if flag)
+    fact("merge_lora_trainable", bool(premerge and trainable_layers), what)
+    assert trainable_layers == [], f"the layers merge_lora puts back must stay frozen: {trainable_layers[:4]}"
+    trainable = sorted(n for n, flag in got["requires_grad"].items() if flag)
+    fact("rest_not_frozen", bool(trainable), what)
+    assert trainable == [], f"after merge_lora every parameter stays frozen, as in peft; trainable: {trainable[:4]}"
     torch.testing.assert_close(got["before"], expected_logits, **oracle.LOGITS_TOL)
     torch.testing.assert_close(got["after"], expected_logits, **oracle.LOGITS_TOL)
 
@@ -117,7 +194,7 @@ TRAIN = dict(targets=ALL_LINEAR, r=4, alpha=8.0, steps=12, lr=2e-2)
 
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_train_lora_moves_only_adapters(submission, rng):
     t = TRAIN
     config, state = oracle.tiny_state(rng)
@@ -125,6 +202,7 @@ def test_train_lora_moves_only_adapters(submission, rng):
     got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
     names = got["names"]
     losses = got["losses"]
+    fact("wrong_number_of_steps", len(losses) != t["steps"], "one optimiser step and one loss per step")
     assert len(losses) == t["steps"], "one loss per step"
     base = oracle.tiny_model(config, state)
     with torch.no_grad():
@@ -154,22 +232,55 @@ def test_train_lora_follows_adamw(submission, rng):
     config, state = oracle.tiny_state(rng)
     batches = _task(rng, config, n_batches=3)
     got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"], t["lr"])
+    fact("wrong_number_of_steps", len(got["losses"]) != t["steps"], "one optimiser step and one loss per step")
     # the same run with peft's model and torch's AdamW, from the student's initial adapters
-    reference = oracle.peft_model(config, state, t["targets"], t["r"], t["alpha"])
-    oracle.set_peft_adapters(reference, got["start"])
-    reference.train()
-    optimizer = torch.optim.AdamW([p for p in reference.parameters() if p.requires_grad], lr=t["lr"])
-    expected = []
-    for step in range(t["steps"]):
-        loss = reference(**batches[step % len(batches)]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        expected.append(loss.item())
-    assert got["losses"] == pytest.approx(expected, rel=1e-4)
-    for name in got["names"]:
-        layer = reference.base_model.model.get_submodule(name)
-        torch.testing.assert_close(got["after"][f"{name}.lora_A"], layer.lora_A["default"].weight.detach(),
-                                   rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(got["after"][f"{name}.lora_B"], layer.lora_B["default"].weight.detach(),
-                                   rtol=1e-3, atol=1e-4)
+    args = (config, state, t["targets"], t["r"], t["alpha"], got["start"], batches, t["steps"], t["lr"])
+    expected, reference = oracle.peft_train(*args)
+    keys = [f"{n}.lora_{w}" for n in got["names"] for w in "AB"]
+
+    def adapters(model):
+        return {k: getattr(model.base_model.model.get_submodule(k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1])
+                ["default"].weight.detach() for k in keys}
+
+    def wrong(**how):  # a catalogue variant: the losses and adapters of a wrong training loop
+        def run():
+            losses, model = oracle.peft_train(*args, **how)
+            return oracle.losses_tensor(losses), adapters(model)
+        return run
+    mine = (oracle.losses_tensor(got["losses"]), {k: got["after"].get(k) for k in keys})
+    with explain_close(mine, {"gradients_accumulate": wrong(zero_grad=False), "loss_after_step": wrong(loss_after_step=True),
+                              "always_first_batch": wrong(first_batch_only=True), "adam_not_adamw": wrong(adam=True),
+                              "learning_rate_ignored": wrong(default_lr=True)},
+                       what="the losses and adapters of AdamW over the adapters, one batch per step in turn"):
+        assert got["losses"] == pytest.approx(expected, rel=1e-4)
+        for key, value in adapters(reference).items():
+            torch.testing.assert_close(got["after"][key], value, rtol=1e-3, atol=1e-4, msg=f"{key} after training")
+
+
+@pytest.mark.task("4.1")
+@pytest.mark.points(3)
+def test_train_lora_trains_with_dropout_on(submission, rng):
+    # the model arrives in eval mode, its LoRA layers with dropout 0.5: train_lora must switch
+    # train mode on, so its losses leave the no-dropout trajectory (AdamW on peft's model)
+    t, p = dict(TRAIN, steps=6), 0.5  # the losses leave the no-dropout path by 3 % and more within 6 steps
+    config, state = oracle.tiny_state(rng)
+    batches = _task(rng, config, n_batches=2)
+    got = submission.run(probes.trained, config, state, t["targets"], t["r"], t["alpha"], batches, t["steps"],
+                         t["lr"], p, oracle.seed_from(rng))
+    losses = got["losses"]
+    fact("wrong_number_of_steps", len(losses) != t["steps"], "one optimiser step and one loss per step")
+    assert len(losses) == t["steps"], "one loss per step"
+    base = oracle.tiny_model(config, state)
+    with torch.no_grad():
+        first = base(**batches[0]).loss.item()
+    assert losses[0] == pytest.approx(first, rel=1e-5), "with B = 0 the first loss is the base model's, dropout or not"
+    assert losses[-1] < losses[0], f"the loss should fall: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    first_train, second_train = got["train_logits"]
+    fact("dropout_not_passed_on", oracle.close(first_train, second_train), "train_lora trains in train mode (dropout on)")
+    assert not torch.allclose(first_train, second_train, rtol=1e-4, atol=1e-4), \
+        "the LoRA layers must hold the dropout inject_lora was given"
+    without, _ = oracle.peft_train(config, state, t["targets"], t["r"], t["alpha"], got["start"], batches,
+                                   t["steps"], t["lr"])
+    followed = losses == pytest.approx(without, rel=1e-4)
+    fact("train_mode_not_set", followed, "train_lora trains in train mode (dropout on)")
+    assert not followed, "the losses are those of training without dropout: call model.train() in train_lora"

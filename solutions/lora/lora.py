@@ -50,7 +50,7 @@ class LoRALinear(nn.Module):
         Args:
             base: the layer to adapt; must be an ``nn.Linear``.
             r: the rank, a positive int.
-            alpha: the scale numerator; ``None`` means ``alpha = r``.
+            alpha: the scale numerator; ``None`` means ``alpha = r`` (``0.0`` is a value: scaling 0).
             dropout: probability of ``nn.Dropout`` on the LoRA branch's input (0.0: no dropout).
 
         Raises:
@@ -81,10 +81,13 @@ class LoRALinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``base(x) + dropout(x) @ A^T @ B^T * scaling``; while merged, just ``base(x)``.
 
-        Dropout touches only the LoRA branch: the base path always sees ``x`` itself.
+        Dropout touches only the LoRA branch: the base path always sees ``x`` itself. ``x`` is
+        never modified (the caller, e.g. the next projection of the same hidden state, still
+        reads it).
 
         Args:
-            x: ``(..., in)``, e.g. ``(batch, seq, in)``.
+            x: ``(..., in)`` with any number of leading dimensions (``(in,)``, ``(n, in)``,
+                ``(batch, seq, in)``, ...), contiguous or not.
 
         Returns:
             ``(..., out)``.
@@ -107,7 +110,8 @@ class LoRALinear(nn.Module):
     def merge(self) -> None:
         """Add ``delta_weight()`` into ``base.weight`` (no autograd) and set ``merged``.
 
-        The forward is unchanged (within float rounding). Merging a merged layer does nothing.
+        The forward is unchanged (within float rounding), the base stays frozen
+        (``requires_grad=False``). Merging a merged layer does nothing.
         """
         # BEGIN SOLUTION
         if self.merged:
@@ -214,7 +218,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
     For a ``LoRALinear`` at qualified name ``<path>`` (e.g. ``model.layers.0.self_attn.q_proj``)
     the keys are ``base_model.model.<path>.lora_A.weight`` (shape ``(r, in)``) and
-    ``base_model.model.<path>.lora_B.weight`` (shape ``(out, r)``). Values are detached copies.
+    ``base_model.model.<path>.lora_B.weight`` (shape ``(out, r)``). Values are detached copies
+    (no memory shared with the live parameters: later training must not change them).
     """
     # BEGIN SOLUTION
     out = {}
@@ -270,7 +275,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
     Returns ``model`` (changed in place) in which every ``LoRALinear`` is replaced by a plain
     ``nn.Linear`` whose weight is ``W + B @ A * scaling`` (and whose bias is the base bias): the
-    forward is unchanged. A layer that was already merged is not merged twice.
+    forward is unchanged. A layer that was already merged is not merged twice. Every parameter
+    stays frozen, as in peft's ``merge_and_unload``.
     """
     # BEGIN SOLUTION
     if isinstance(model, LoRALinear):
@@ -291,7 +297,8 @@ def train_lora(model: nn.Module, batches: list[dict[str, Tensor]], steps: int, l
 
     * optimiser: ``torch.optim.AdamW`` over the parameters with ``requires_grad`` (learning rate
       ``lr``, every other setting at its default);
-    * ``model.train()`` first; step ``i`` (0-based) uses ``batches[i % len(batches)]``;
+    * ``model.train()`` first (the model may arrive in eval mode, and the LoRA layers' dropout
+      must act while training); step ``i`` (0-based) uses ``batches[i % len(batches)]``;
     * loss: ``model(**batch).loss`` (a transformers model computes it when the batch holds
       ``labels``);
     * one ``backward`` and one optimiser step per batch, gradients cleared every step.
