@@ -1,7 +1,8 @@
 """Hidden tests of task 3: Linear4bit, QLoRALinear and quantize_model.
 
 The 4-bit weight is checked against bitsandbytes' codes of the same float weight; the forward
-pass against F.linear with bitsandbytes' dequantised weight; LoRA against its formula (peft's).
+pass against F.linear with the oracle's dequantised weight (nf4_oracle: bitsandbytes' arithmetic,
+independent of the CPU); LoRA against its formula (peft's).
 """
 
 import math
@@ -9,9 +10,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from bitsandbytes import functional as bnb_functional
-
 import probes
+from qlora_oracle import nf4
 
 TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "init": 0.02, "seed": 0}
 PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -19,15 +19,13 @@ PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 
 
 def bnb_reference(weight, blocksize=64):
-    packed, state = bnb_functional.quantize_4bit(weight, blocksize=blocksize, quant_type="nf4")
-    return packed.reshape(-1), state.absmax, bnb_functional.dequantize_4bit(packed, state)
+    packed, absmax = nf4.quantize(weight, blocksize)
+    return packed, absmax, nf4.dequantize(packed, absmax, weight.shape, blocksize, weight.dtype)
 
 
 def bnb_dequantize(packed, absmax, shape, blocksize, dtype):
-    """bitsandbytes' dequantisation of these codes with these (possibly double-dequantised) constants."""
-    state = bnb_functional.QuantState(absmax=absmax, shape=torch.Size(shape), code=bnb_functional.get_4bit_type(
-        "nf4", device="cpu"), blocksize=blocksize, quant_type="nf4", dtype=dtype)
-    return bnb_functional.dequantize_4bit(packed.reshape(-1, 1), state)
+    """The oracle's dequantisation of these codes with these (possibly double-dequantised) constants."""
+    return nf4.dequantize(packed, absmax, shape, blocksize, dtype)
 
 
 def double_dequantize_formula(q, scales, offset):
