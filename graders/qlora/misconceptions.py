@@ -26,6 +26,11 @@ CATALOGUE = catalogue({
                     "    values = values.sort().values\n    return values / values.max()",
              "new": "values = torch.cat([positive, negative, torch.zeros(1, dtype=torch.float64)])\n"
                     "    values = values.sort().values\n    return (values / values.max()).float()"}),
+    "code_book_positive_points": Misconception(
+        "Your positive levels come from 8 evenly spaced probabilities ending at 0.5, which adds a second "
+        "zero: take 9 points from offset to 0.5 and drop the last.",
+        task="1.1", bug={"old": "positive = torch.special.ndtri(torch.linspace(NF4_OFFSET, 0.5, 9)[:-1].double())",
+                         "new": "positive = torch.special.ndtri(torch.linspace(NF4_OFFSET, 0.5, 8).double())"}),
     # ---- 1.2 quantisation
     "nibble_order": Misconception(
         "Your two codes per byte are in the wrong order: the first element of each pair goes into the "
@@ -83,7 +88,8 @@ CATALOGUE = catalogue({
         "(c = absmax - offset) so that the 8-bit steps cover only their spread.",
         task="2.1", bug={"old": "centred = absmax - offset", "new": "centred = absmax"}),
     "dq_offset_not_added": Misconception(
-        "Your double dequantisation forgets to add the offset back: (q - 128) / 127 * scale + offset.",
+        "The constants are rebuilt without the offset: (q - 128) / 127 * scale + offset, in "
+        "double_dequantize and with the layer's stored absmax_offset.",
         task="2.1", bug={"old": "return (steps * scales.float().unsqueeze(1)).reshape(-1)[:n] + offset",
                          "new": "return (steps * scales.float().unsqueeze(1)).reshape(-1)[:n]"}),
     "dq_truncates": Misconception(
@@ -96,12 +102,29 @@ CATALOGUE = catalogue({
         "largest |c|.",
         task="2.1", bug={"old": "scales = blocks.abs().amax(dim=1)",
                          "new": "scales = blocks.abs().amax().expand(blocks.shape[0]).contiguous()"}),
+    "dq_scale_128": Misconception(
+        "You scale by 128 instead of 127: the largest constant becomes 256, which wraps around to 0 in uint8.",
+        task="2.1", bug={"old": "q = torch.round(blocks / scales.clamp(min=1e-38).unsqueeze(1) * 127) + 128",
+                         "new": "q = torch.round(blocks / scales.clamp(min=1e-38).unsqueeze(1) * 128) + 128"}),
+    "dq_zero_scale_unguarded": Misconception(
+        "A block of equal constants has scale 0 and your code divides 0 by 0: guard the scale so that "
+        "such a block stores q = 128.",
+        task="2.1", bug={"old": "q = torch.round(blocks / scales.clamp(min=1e-38).unsqueeze(1) * 127) + 128",
+                         "new": "q = torch.round(blocks / scales.unsqueeze(1) * 127) + 128"}),
+    "dq_offset_median": Misconception(
+        "Your offset is the median of the constants: the docstring's offset is their mean.",
+        task="2.1", bug={"old": "offset = float(absmax.mean())", "new": "offset = float(absmax.median())"}),
     # ---- 2.2
     "bits_without_scales": Misconception(
         "Your bit count forgets the float32 scales of the double quantisation: one per dq_blocksize "
         "blocks, so 32 / (blocksize * dq_blocksize) bits per weight.",
         task="2.2", bug={"old": "return 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize)",
                          "new": "return 4 + 8 / blocksize"}),
+    "bits_scales_per_block": Misconception(
+        "Your bit count charges a float32 scale to every block: there is one scale per dq_blocksize "
+        "blocks, 32 / (blocksize * dq_blocksize) bits per weight.",
+        task="2.2", bug={"old": "return 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize)",
+                         "new": "return 4 + 8 / blocksize + 32 / dq_blocksize"}),
     # ---- 3.1 from_linear, memory_bytes
     "bias_not_in_compute_dtype": Misconception(
         "Your bias keeps the linear layer's dtype: store it in compute_dtype, like the output.",
@@ -111,6 +134,19 @@ CATALOGUE = catalogue({
         "memory_bytes counts elements: bytes are numel() * element_size() for each buffer.",
         task="3.1", bug={"old": "return sum(b.numel() * b.element_size() for b in self.buffers())",
                          "new": "return sum(b.numel() for b in self.buffers())"}),
+    "memory_without_bias": Misconception(
+        "memory_bytes leaves the bias out: it counts every buffer the layer stores.",
+        task="3.1", bug={"old": "return sum(b.numel() * b.element_size() for b in self.buffers())",
+                         "new": "return sum(b.numel() * b.element_size() for name, b in self.named_buffers() if name != 'bias')"}),
+    "float_weight_kept": Misconception(
+        "Your layer keeps a float copy of the weight: a Linear4bit stores only the codes and constants "
+        "(that is where the memory saving comes from).",
+        task="3.1", bug={"old": "        layer.packed = packed\n",
+                         "new": "        layer.packed = packed\n        layer.register_buffer('weight', weight.clone())\n"}),
+    "bias_dropped": Misconception(
+        "Your forward pass leaves out the bias: pass it to F.linear.",
+        task="3.2", bug={"old": "out = F.linear(x.to(self.compute_dtype), self.dequantized_weight(), self.bias)",
+                         "new": "out = F.linear(x.to(self.compute_dtype), self.dequantized_weight())"}),
     # ---- 3.2
     "weight_in_default_dtype": Misconception(
         "Your dequantised weight comes out in the default bfloat16 rather than the layer's own compute_dtype.",
@@ -118,11 +154,6 @@ CATALOGUE = catalogue({
                                 "self.blocksize,\n                              self.compute_dtype)",
                          "new": "return dequantize_nf4(self.packed, absmax, (self.out_features, self.in_features), "
                                 "self.blocksize)"}),
-    "dq_offset_forgotten_in_layer": Misconception(
-        "Your layer rebuilds the constants without the double-quantisation offset: pass the stored "
-        "absmax_offset to double_dequantize.",
-        task="3.2", bug={"old": "absmax = double_dequantize(self.absmax_q, self.absmax_scales, float(self.absmax_offset))",
-                         "new": "absmax = double_dequantize(self.absmax_q, self.absmax_scales, 0.0)"}),
     # ---- 3.3 QLoRALinear
     "scaling_inverted": Misconception(
         "Your LoRA update is scaled by r / alpha: the scaling is alpha / r.",
@@ -143,6 +174,16 @@ CATALOGUE = catalogue({
         "a = sqrt(5), which gives 1 / sqrt(in).",
         task="3.3", bug={"old": "nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))",
                          "new": "nn.init.kaiming_uniform_(self.lora_A.weight)"}),
+    "lora_not_in_compute_dtype": Misconception(
+        "Your A and B are float32 whatever the base: create them in the base's compute_dtype (and on its device).",
+        task="3.3", bug={"old": "self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=dtype)\n"
+                                "        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device, dtype=dtype)",
+                         "new": "self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device)\n"
+                                "        self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device)"}),
+    "lora_with_bias": Misconception(
+        "Your LoRA matrices have biases: A and B are bias-free linear maps (nn.Linear(..., bias=False)).",
+        task="3.3", bug={"old": "self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=dtype)",
+                         "new": "self.lora_A = nn.Linear(base.in_features, r, bias=True, device=device, dtype=dtype)"}),
     # ---- 3.4 quantize_model
     "skip_by_substring": Misconception(
         "Your skip list matches parts of words: a layer is skipped only when one of its dot-separated "
@@ -171,7 +212,15 @@ CATALOGUE = catalogue({
     "alpha_default_not_r": Misconception(
         "Without alpha, the scaling must be 1 (alpha defaults to r); yours is not.",
         task="3.4", bug={"old": "alpha = r if alpha is None else alpha\n    targets",
-                         "new": "alpha = 2 * r if alpha is None else alpha\n    targets"}),
+                         "new": "alpha = 2 * r if alpha is None and r is not None else alpha\n    targets"}),
+    "not_frozen_with_r": Misconception(
+        "With r given, the rest of the model must be frozen (requires_grad = False), so that only A and B train.",
+        task="3.4", bug={"old": "        for p in model.parameters():\n            p.requires_grad_(False)\n",
+                         "new": "        pass\n"}),
+    "adapter_bytes_elements": Misconception(
+        "adapter_bytes counts elements: bytes are numel() * element_size() of A and B.",
+        task="3.4", bug={"old": "report[\"adapter_bytes\"] += sum(p.numel() * p.element_size() for p in new.parameters())",
+                         "new": "report[\"adapter_bytes\"] += sum(p.numel() for p in new.parameters())"}),
     # ---- 4.1 load_for_training
     "course_backend_float32": Misconception(
         "Your course backend loads the model in float32: the spec loads it in bfloat16, and the 4-bit "
@@ -200,4 +249,18 @@ CATALOGUE = catalogue({
     "target_modules_full_names": Misconception(
         "target_modules should list the adapted layers' last names (q_proj, ...), not their full names.",
         task="4.2", bug={"old": "targets.add(name.rsplit(\".\", 1)[-1])", "new": "targets.add(name)"}),
+    "adapter_alpha_is_r": Misconception(
+        "Your adapter_config.json gives lora_alpha = r: save the alpha the adapter was trained with.",
+        task="4.2", bug={"old": "config = LoraConfig(r=r, lora_alpha=alpha, target_modules=sorted(targets)",
+                         "new": "config = LoraConfig(r=r, lora_alpha=r, target_modules=sorted(targets)"}),
+    "adapter_a_b_swapped": Misconception(
+        "Your file holds B under lora_A's key and A under lora_B's: A is (r, in), B is (out, r).",
+        task="4.2", bug={"old": "for part in (\"lora_A\", \"lora_B\"):\n                weight = getattr(module, part).weight",
+                         "new": "for part in (\"lora_A\", \"lora_B\"):\n                weight = getattr(module, "
+                                "\"lora_B\" if part == \"lora_A\" else \"lora_A\").weight"}),
+    "adapter_b_untrained": Misconception(
+        "The B matrices in your file are all zeros: save the trained matrices, not their initial values.",
+        task="4.2", bug={"old": "weight = getattr(module, part).weight.detach().cpu().contiguous().clone()",
+                         "new": "weight = getattr(module, part).weight.detach().cpu().contiguous().clone()\n"
+                                "                weight = torch.zeros_like(weight) if part == \"lora_B\" else weight"}),
 })

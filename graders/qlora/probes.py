@@ -346,6 +346,24 @@ def bitsandbytes_environment():
     return None
 
 
+def nf4_on_cuda(w, blocksize):
+    """Tasks 1-3 on CUDA: quantise, dequantise, and a QLoRALinear forward; each result's device."""
+    import qlora
+    packed, absmax = qlora.quantize_nf4(w.to("cuda"), blocksize)
+    dequantized = qlora.dequantize_nf4(packed, absmax, list(w.shape), blocksize, torch.bfloat16)
+    q, scales, offset = qlora.double_quantize(absmax)
+    back = qlora.double_dequantize(q, scales, offset)
+    base = qlora.Linear4bit.from_linear(_linear(w, None).to("cuda"), blocksize=blocksize)
+    layer = qlora.QLoRALinear(base, 4, 8)
+    out = layer(torch.ones(2, w.shape[1], device="cuda"))
+    found = {"packed": packed, "absmax": absmax, "dequantized": dequantized, "q": q, "scales": scales,
+             "double_dequantized": back, "layer_out": out, "dequantized_weight": base.dequantized_weight()}
+    found.update({f"buffer {n}": b for n, b in base.named_buffers() if b is not None})
+    found.update({f"parameter {n}": p for n, p in layer.named_parameters()})
+    return {"devices": {name: str(t.device) for name, t in found.items()},
+            "packed": packed.cpu(), "absmax": absmax.cpu(), "dequantized": dequantized.cpu()}
+
+
 def _free_cuda():
     gc.collect()
     torch.cuda.empty_cache()

@@ -64,6 +64,13 @@ def assert_unchanged(after, before, what):
     assert same, f"{what} was changed in place"
 
 
+def fitted_scaling(out, base_out, update):
+    """The factor by which a layer scales its low-rank update (least squares, rounded to 0.1)."""
+    delta = (out.float() - base_out.float()).reshape(-1)
+    u = update.float().reshape(-1)
+    return round(float(delta @ u / (u @ u)), 1)
+
+
 def buffer_bytes(buffers):
     return sum(b.numel() * b.element_size() for b in buffers.values() if b is not None)
 
@@ -96,12 +103,17 @@ def test_from_linear_stores_nf4_codes_only(submission, rng, blocksize, double_qu
     assert_unchanged(got["linear_after"], {"weight": weight, "bias": bias}, "the nn.Linear given to from_linear")
     assert got["parameters"] == [], f"a Linear4bit keeps no float weight and no parameters: {got['parameters']}"
     buffers = got["buffers"]
-    floats = [n for n, b in buffers.items() if b.is_floating_point() and b.numel() >= weight.numel() // 8]
-    assert not floats, f"buffers as large as a float weight: {floats}"
+    floats = sorted(n for n, b in buffers.items() if b.is_floating_point() and b.numel() >= weight.numel() // 8)
+    with explain(floats, [], CATALOGUE, what="no float buffer as large as the weight",
+                 variants={"float_weight_kept": lambda: sorted(
+                     n for n, b in buffers.items() if b.is_floating_point() and b.numel() == weight.numel())}):
+        assert not floats, f"buffers as large as a float weight: {floats}"
     assert set(buffers) <= set(got["state_dict"]), "every buffer is saved in the layer's state dict"
     ref_packed, ref_absmax = nf4.quantize(weight, blocksize)
-    assert "packed" in buffers and torch.equal(buffers["packed"], ref_packed), \
-        "packed codes differ from bitsandbytes' codes of the weight"
+    assert "packed" in buffers, f"no buffer named packed: {sorted(buffers)}"
+    variants = {"nibble_order": lambda: (ref_packed >> 4) | ((ref_packed & 0x0F) << 4)}
+    with explain(buffers["packed"], ref_packed, CATALOGUE, variants=variants, what="the stored NF4 codes of the weight"):
+        assert torch.equal(buffers["packed"], ref_packed), "packed codes differ from bitsandbytes' codes of the weight"
     if double_quant:
         assert "absmax" not in buffers, "with double quantisation the float32 absmax is not stored"
         q, scales, offset = buffers["absmax_q"], buffers["absmax_scales"], buffers["absmax_offset"]
@@ -120,12 +132,16 @@ def test_from_linear_stores_nf4_codes_only(submission, rng, blocksize, double_qu
     assert torch.equal(buffers["bias"], bias.to(compute_dtype))
     nbytes = buffer_bytes(buffers)
     with explain(got["memory_bytes"], nbytes, CATALOGUE, what="memory_bytes: the bytes of every buffer",
-                 variants={"memory_counts_elements": lambda: sum(b.numel() for b in buffers.values())}):
+                 variants={"memory_counts_elements": lambda: sum(b.numel() for b in buffers.values()),
+                           "memory_without_bias": lambda: nbytes - buffer_bytes({"bias": buffers["bias"]})}):
         assert got["memory_bytes"] == nbytes, f"memory_bytes {got['memory_bytes']} != bytes of the buffers {nbytes}"
     expected = nf4.dequantize(ref_packed, absmax, weight.shape, blocksize, compute_dtype)
     with explain(got["weight"], expected, CATALOGUE, what="the dequantised weight, rebuilt from the stored constants",
-                 variants={"dq_offset_forgotten_in_layer": lambda: nf4.dequantize(
-                     ref_packed, no_offset, weight.shape, blocksize, compute_dtype)} if double_quant else {}):
+                 variants={"dq_offset_not_added": lambda: nf4.dequantize(
+                               ref_packed, no_offset, weight.shape, blocksize, compute_dtype),
+                           "unpack_low_nibble_first": lambda: nf4.dequantize(
+                               (ref_packed >> 4) | ((ref_packed & 0x0F) << 4), absmax, weight.shape, blocksize,
+                               compute_dtype)}):
         torch.testing.assert_close(got["weight"], expected, rtol=0, atol=0)
 
 
@@ -172,7 +188,8 @@ def test_linear4bit_forward_is_f_linear(submission, rng, double_quant, bias, com
             f"out: {out.dtype} {tuple(out.shape)} (in x's dtype)"
     tols = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 3e-3}
     tol = max(tols[compute_dtype], tols[x_dtype])   # computed in one dtype, returned in x's
-    with explain(out.float(), expected, CATALOGUE, what="F.linear of x with the dequantised weight and the bias"):
+    with explain(out.float(), expected, CATALOGUE, what="F.linear of x with the dequantised weight and the bias",
+                 variants={"bias_dropped": lambda: F.linear(x.to(compute_dtype).float(), w.float())} if bias else {}):
         torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol * float(expected.abs().max()))
     expected_grad = grad_out @ w.float()
     torch.testing.assert_close(got["x_grad"].float(), expected_grad, rtol=tol,
@@ -227,11 +244,15 @@ def test_qlora_linear_init(submission, rng, compute_dtype):
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     got = submission.run(probes.qlora_linear_init, weight, x, r, alpha, compute_dtype, seed)
     params = got["parameters"]
-    assert sorted(params) == ["lora_A.weight", "lora_B.weight"], f"parameters: {sorted(params)}"
+    with explain(sorted(params), ["lora_A.weight", "lora_B.weight"], CATALOGUE, what="A and B are the only parameters",
+                 variants={"lora_with_bias": lambda: ["lora_A.bias", "lora_A.weight", "lora_B.weight"]}):
+        assert sorted(params) == ["lora_A.weight", "lora_B.weight"], f"parameters: {sorted(params)}"
     assert all(flag for _, _, flag in params.values()), "A and B are trainable"
     A, B = got["A"], got["B"]
     assert tuple(A.shape) == (r, d_in) and tuple(B.shape) == (96, r), f"A {tuple(A.shape)}, B {tuple(B.shape)}"
-    assert A.dtype == compute_dtype and B.dtype == compute_dtype, "A and B live in compute_dtype"
+    with explain(A.dtype, compute_dtype, CATALOGUE, what="A and B in the base's compute_dtype",
+                 variants={"lora_not_in_compute_dtype": lambda: torch.float32} if compute_dtype != torch.float32 else {}):
+        assert A.dtype == compute_dtype and B.dtype == compute_dtype, "A and B live in compute_dtype"
     facts = init_facts(A, B, d_in)
     with explain(facts, {"A": "bound 1/sqrt(in)", "B": "zero"}, CATALOGUE, what="A Kaiming-uniform, B zero",
                  variants={"lora_init_swapped": lambda: {"A": "zero", "B": "non-zero"},
@@ -239,7 +260,8 @@ def test_qlora_linear_init(submission, rng, compute_dtype):
         assert facts == {"A": "bound 1/sqrt(in)", "B": "zero"}, f"initialisation: {facts}"
     bound = 1 / math.sqrt(d_in)   # kaiming_uniform_(a=sqrt(5)) on fan_in = in
     assert float(A.float().std()) == pytest.approx(bound / math.sqrt(3), rel=0.15), "A is not uniform on +-1/sqrt(in)"
-    with explain(got["out"], got["base_out"], CATALOGUE, what="a new layer computes exactly its base"):
+    with explain(got["out"], got["base_out"], CATALOGUE, what="a new layer computes exactly its base",
+                 variants={"scaling_on_base_too": lambda: got["base_out"] * (alpha / r)}):
         assert torch.equal(got["out"], got["base_out"]), "with B = 0 the layer must compute exactly its base"
 
 
@@ -332,13 +354,17 @@ def test_quantize_model_with_lora_trains_only_a_and_b(submission):
     attention = [n for n in projection_shapes(TINY) if ".self_attn." in n]
     expected = sorted(f"{n}.lora_{m}.weight" for n in attention for m in "AB")
     trainable = sorted(n for n, (_, _, flag) in got["parameters"].items() if flag)
-    assert trainable == expected, f"trainable parameters: {trainable[:6]}"
+    with explain(trainable, expected, CATALOGUE, what="with r, only A and B train",
+                 variants={"not_frozen_with_r": lambda: sorted(got["parameters"])}):
+        assert trainable == expected, f"trainable parameters: {trainable[:6]}"
     assert all(got["types"][n] == "QLoRALinear" for n in attention), "attention projections become QLoRALinear"
     shapes = projection_shapes(TINY)
     report = got["report"]
     assert report.get("layers") == len(attention)
     adapter = sum(4 * (shapes[n][0] + shapes[n][1]) * 2 for n in attention)   # bfloat16 A and B
-    assert report.get("adapter_bytes") == adapter, f"adapter_bytes: {report.get('adapter_bytes')} != {adapter}"
+    with explain(report.get("adapter_bytes"), adapter, CATALOGUE, what="adapter_bytes: the bytes of A and B",
+                 variants={"adapter_bytes_elements": lambda: adapter // 2}):
+        assert report.get("adapter_bytes") == adapter, f"adapter_bytes: {report.get('adapter_bytes')} != {adapter}"
 
 
 SKIPS = [["lm_head", "self_attn", "up"], []]
@@ -364,12 +390,16 @@ def test_quantize_model_skips_by_name_part(submission, skip):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32 model", "float16 model"])
 def test_quantize_model_keeps_each_layers_dtype(submission, dtype):
     got = submission.run(probes.quantize_tiny_llama, TINY, {"r": 4}, dtype)
-    dtypes = sorted({dtype_name(layer["weight_dtype"]) for layer in got["layers"].values()})
-    with explain(dtypes, [dtype_name(dtype)], CATALOGUE, what="each 4-bit layer computes in its weight's dtype",
-                 variants={"default_compute_dtype": lambda: ["bfloat16"]}):
-        assert dtypes == [dtype_name(dtype)], f"the 4-bit layers compute in {dtypes}"
-    lora = {n: d for n, (_, d, _) in got["parameters"].items() if "lora_" in n}
-    assert lora and all(d == dtype for d in lora.values()), "LoRA A and B follow their layer's dtype"
+    facts = {"4-bit weights": sorted({dtype_name(layer["weight_dtype"]) for layer in got["layers"].values()}),
+             "LoRA": sorted({dtype_name(d) for n, (_, d, _) in got["parameters"].items() if "lora_" in n})}
+    mine = dtype_name(dtype)
+    variants = {"default_compute_dtype": lambda: {"4-bit weights": ["bfloat16"], "LoRA": ["bfloat16"]},
+                "weight_in_default_dtype": lambda: {"4-bit weights": ["bfloat16"], "LoRA": [mine]}}
+    if dtype != torch.float32:
+        variants["lora_not_in_compute_dtype"] = lambda: {"4-bit weights": [mine], "LoRA": ["float32"]}
+    with explain(facts, {"4-bit weights": [mine], "LoRA": [mine]}, CATALOGUE, variants=variants,
+                 what="each 4-bit layer and its A and B compute in the layer's weight dtype"):
+        assert facts == {"4-bit weights": [mine], "LoRA": [mine]}, f"dtypes in a {mine} model: {facts}"
 
 
 @pytest.mark.task("3.4")
@@ -386,6 +416,8 @@ def test_quantize_model_without_r_and_with_default_alpha(submission, rng):
     got = submission.run(probes.quantize_tiny_llama, TINY, {"r": 4}, torch.float32, layer, x, B)
     probe = got["probe"]
     update = x @ probe["A"].T @ B.T
-    with explain(probe["out"], probe["base_out"] + update, CATALOGUE, what="with alpha left out, the scaling is 1",
-                 variants={"alpha_default_not_r": lambda: probe["base_out"] + 2 * update}):
-        torch.testing.assert_close(probe["out"], probe["base_out"] + update, rtol=1e-4, atol=1e-5)
+    scaling = fitted_scaling(probe["out"], probe["base_out"], update)
+    with explain(scaling, 1.0, CATALOGUE, what="with alpha left out, the scaling is 1",
+                 variants={"alpha_default_not_r": lambda: 2.0}):
+        assert scaling == 1.0, f"with alpha left out the update is scaled by {scaling}, not 1"
+    torch.testing.assert_close(probe["out"], probe["base_out"] + update, rtol=1e-4, atol=1e-5)

@@ -41,9 +41,21 @@ def weights(rng, shape, dtype):
 
 # ------------------------------------------------------------------ wrong answers, computed here
 
-def code_book_variant(negatives=8, zero=True, round_first=True):
+def bits(t):
+    """A tensor's bit patterns as integers: diagnoses of bit-exact checks compare these exactly."""
+    t = t.detach().contiguous()
+    return t if not t.is_floating_point() else t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def exact(variants):
+    """Variants compared bit for bit (a tolerance would also match the right answer)."""
+    return {name: (lambda make=make: bits(make())) for name, make in variants.items()}
+
+
+def code_book_variant(negatives=8, zero=True, round_first=True, positive_points=9):
     """The NF4 construction with one detail changed (for diagnoses only)."""
-    positive = torch.special.ndtri(torch.linspace(NF4_OFFSET, 0.5, 9)[:-1].double())
+    spaced = torch.linspace(NF4_OFFSET, 0.5, positive_points)
+    positive = torch.special.ndtri((spaced[:-1] if positive_points == 9 else spaced).double())
     negative = -torch.special.ndtri(torch.linspace(NF4_OFFSET, 0.5, negatives)[:-1].double())
     parts = [positive, negative] + ([torch.zeros(1, dtype=torch.float64)] if zero else [])
     values = torch.cat(parts)
@@ -108,9 +120,10 @@ def test_code_book_levels(submission):
     code = submission.call("qlora.nf4_code_book")
     assert code.shape == (16,) and code.dtype == torch.float32, f"got {tuple(code.shape)} {code.dtype}"
     expected = nf4.code_book()
-    with explain(code, expected, CATALOGUE, what="the 16 NF4 levels, bit for bit equal to bitsandbytes' table",
-                 variants={"code_book_symmetric": lambda: code_book_variant(negatives=9, zero=False),
-                           "code_book_rounded_late": lambda: code_book_variant(round_first=False)}):
+    with explain(bits(code), bits(expected), CATALOGUE, what="the 16 NF4 levels, bit for bit equal to bitsandbytes' table",
+                 variants=exact({"code_book_symmetric": lambda: code_book_variant(negatives=9, zero=False),
+                                 "code_book_rounded_late": lambda: code_book_variant(round_first=False),
+                                 "code_book_positive_points": lambda: code_book_variant(positive_points=8)})):
         assert torch.equal(code, expected), "the levels differ from bitsandbytes' table"
     assert int((code > 0).sum()) == 8 and int((code < 0).sum()) == 7, "asymmetric: 8 positive, 7 negative levels"
 
@@ -127,7 +140,8 @@ def check_quantized(w, blocksize, packed, absmax, what):
     assert packed.dtype == torch.uint8 and tuple(packed.shape) == (n // 2,), f"packed: {packed.dtype} {tuple(packed.shape)}"
     assert absmax.dtype == torch.float32 and tuple(absmax.shape) == (n // blocksize,), \
         f"absmax: {absmax.dtype} {tuple(absmax.shape)}"
-    with explain(absmax, ref_absmax, CATALOGUE, variants=absmax_variants(w, blocksize), what=f"the absmax of {what}"):
+    with explain(bits(absmax), bits(ref_absmax), CATALOGUE, variants=exact(absmax_variants(w, blocksize)),
+                 what=f"the absmax of {what}"):
         assert torch.equal(absmax, ref_absmax), "absmax differs from bitsandbytes'"
     with explain(packed, ref_packed, CATALOGUE, variants=code_variants(w, blocksize, ref_packed),
                  what=f"the packed NF4 codes of {what}"):
@@ -237,7 +251,8 @@ def test_dequantize_bit_exact_with_bitsandbytes(submission, rng, shape, blocksiz
     out = submission.call("qlora.dequantize_nf4", packed, absmax, shape, blocksize, dtype)
     expected = nf4.dequantize(packed, absmax, shape, blocksize, dtype)
     assert tuple(out.shape) == shape and out.dtype == dtype, f"got {tuple(out.shape)} {out.dtype}"
-    with explain(out, expected, CATALOGUE, variants=dequantize_variants(packed, absmax, shape, blocksize, dtype),
+    with explain(bits(out), bits(expected), CATALOGUE,
+                 variants=exact(dequantize_variants(packed, absmax, shape, blocksize, dtype)),
                  what=f"dequantised {dtype_name(dtype)} values, bit for bit"):
         wrong = int((out != expected).sum())
         assert wrong == 0, f"{wrong} of {out.numel()} values differ from bitsandbytes'"
@@ -280,16 +295,20 @@ def test_dequantize_follows_the_codes_device(submission):
 
 # ------------------------------------------------------------------ 2.1 double quantisation
 
-def dq_pipeline(absmax, centre=True, rounding=torch.round, blocksize=256):
-    """Double quantisation and back by the stated formula, with one detail changed (diagnoses only)."""
+def dq_codes(absmax, rounding=torch.round, steps=127, guard=True, blocksize=256):
+    """Double quantisation by the stated formula, with one detail changed (diagnoses only)."""
     absmax = absmax.float().reshape(-1)
     offset = float(absmax.mean())
-    c = absmax - offset if centre else absmax
+    c = absmax - offset
     n = c.numel()
     blocks = F.pad(c, (0, (-n) % blocksize)).reshape(-1, blocksize)
     scales = blocks.abs().amax(dim=1)
-    q = (rounding(blocks / scales.clamp(min=1e-38).unsqueeze(1) * 127) + 128).reshape(-1)[:n]
-    return (q - 128) / 127 * scales.repeat_interleave(blocksize)[:n] + offset
+    q = rounding(blocks / (scales.clamp(min=1e-38) if guard else scales).unsqueeze(1) * steps) + 128
+    return q.reshape(-1)[:n].to(torch.uint8), scales, offset
+
+
+def dq_round_trip(absmax, **changed):
+    return double_dequantize_formula(*dq_codes(absmax, **changed))
 
 
 def double_dequantize_formula(q, scales, offset):
@@ -306,7 +325,9 @@ def test_double_quant_error_bound(submission, rng, n):
     assert q.dtype == torch.uint8 and tuple(q.shape) == (n,), f"q: {q.dtype} {tuple(q.shape)}"
     assert scales.dtype == torch.float32 and tuple(scales.shape) == (blocks,), f"scales: {scales.dtype} {tuple(scales.shape)}"
     assert isinstance(offset, float), f"offset should be a Python float, got {type(offset).__name__}"
-    assert offset == pytest.approx(float(absmax.double().mean()), rel=1e-5), "offset is the mean of absmax"
+    with explain(offset, float(absmax.mean()), CATALOGUE, what="the offset, the mean of the constants",
+                 variants={"dq_offset_median": lambda: float(absmax.median())}):
+        assert offset == pytest.approx(float(absmax.double().mean()), rel=1e-5), "offset is the mean of absmax"
     centred = F.pad(absmax - offset, (0, blocks * 256 - n)).view(blocks, 256)
     uncentred = F.pad(absmax, (0, blocks * 256 - n)).view(blocks, 256)
     with explain(scales, centred.abs().amax(dim=1), CATALOGUE, what="the per-block scales of the centred constants",
@@ -318,7 +339,8 @@ def test_double_quant_error_bound(submission, rng, n):
     bound = scales.repeat_interleave(256)[:n] / 254 * (1 + 1e-4) + 1e-6 * absmax.abs().max()
     with explain(back, absmax, CATALOGUE, what="the constants after a round trip, within half a step",
                  variants={"dq_offset_not_added": lambda: double_dequantize_formula(q, scales, 0.0),
-                           "dq_truncates": lambda: dq_pipeline(absmax, rounding=torch.trunc)}):
+                           "dq_truncates": lambda: dq_round_trip(absmax, rounding=torch.trunc),
+                           "dq_scale_128": lambda: dq_round_trip(absmax, steps=128)}):
         over = int(((back - absmax).abs() > bound).sum())
         assert over == 0, f"{over} reconstructed constants err by more than scale / 254"
 
@@ -329,7 +351,9 @@ def test_double_quant_constant_and_formula(submission, rng):
     """A constant absmax has zero scale and comes back exactly; double_dequantize is the stated formula."""
     absmax = torch.full((300,), 0.625)
     q, scales, offset = submission.call("qlora.double_quantize", absmax)
-    assert bool((scales == 0).all()) and bool((q == 128).all()), "a constant block stores scale 0 and q = 128"
+    with explain(q, torch.full((300,), 128, dtype=torch.uint8), CATALOGUE, what="a constant block stores q = 128",
+                 variants={"dq_zero_scale_unguarded": lambda: dq_codes(absmax, guard=False)[0]}):
+        assert bool((scales == 0).all()) and bool((q == 128).all()), "a constant block stores scale 0 and q = 128"
     torch.testing.assert_close(submission.call("qlora.double_dequantize", q, scales, offset), absmax)
     q = torch.randint(1, 256, (600,), generator=rng, dtype=torch.uint8)
     scales, offset = torch.rand(3, generator=rng), 0.3
@@ -361,7 +385,8 @@ def test_bits_per_parameter(submission, blocksize, double_quant, dq_blocksize):
     got = submission.call("qlora.bits_per_parameter", blocksize, double_quant, dq_blocksize)
     codes, absmax_bits = 4, (8 if double_quant else 32) / blocksize
     scale_bits = 32 / (blocksize * dq_blocksize) if double_quant else 0
-    variants = {"bits_without_scales": lambda: 4 + 8 / blocksize} if double_quant else {}
+    variants = {"bits_without_scales": lambda: 4 + 8 / blocksize,
+                "bits_scales_per_block": lambda: 4 + 8 / blocksize + 32 / dq_blocksize} if double_quant else {}
     with explain(got, codes + absmax_bits + scale_bits, CATALOGUE, variants=variants,
                  what="bits per weight: codes plus the constants' share"):
         assert got == pytest.approx(codes + absmax_bits + scale_bits, rel=1e-9)

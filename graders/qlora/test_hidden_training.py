@@ -49,6 +49,19 @@ def projection_names(cfg):
     return [f"model.layers.{i}.{group[p]}.{p}" for i in range(cfg["layers"]) for p in PROJECTIONS]
 
 
+def adapter_shapes(cfg, r, swapped=False):
+    """The shapes of A (r, in) and B (out, r) by file key (or with A and B swapped: diagnoses)."""
+    shapes = {}
+    for name in projection_names(cfg):
+        a, b = PROJECTIONS[name.rsplit(".", 1)[-1]]   # (in, out)
+        A, B = [r, cfg[a]], [cfg[b], r]
+        if swapped:
+            A, B = B, A
+        shapes[f"base_model.model.{name}.lora_A.weight"] = A
+        shapes[f"base_model.model.{name}.lora_B.weight"] = B
+    return shapes
+
+
 def memorisable(rng, n, words=6):
     """A small set of made-up facts, drawn from the test's rng (the model must memorise them)."""
     nouns = ["lamp", "kettle", "violin", "compass", "teapot", "lantern", "anchor", "ribbon", "saddle"]
@@ -212,8 +225,11 @@ def test_course_adapter_loads_with_peft(submission, rng):
     files = got["files"]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files), f"files: {sorted(files)}"
     config, tensors = oracle.read_adapter(files)
-    assert config.get("r") == 8 and config.get("lora_alpha") == 16 and config.get("peft_type") == "LORA", \
-        f"config: r={config.get('r')}, lora_alpha={config.get('lora_alpha')}, peft_type={config.get('peft_type')}"
+    with explain(config.get("lora_alpha"), 16, CATALOGUE, what="lora_alpha in adapter_config.json",
+                 variants={"adapter_alpha_is_r": lambda: 8}):
+        assert config.get("lora_alpha") == 16, f"lora_alpha: {config.get('lora_alpha')}"
+    assert config.get("r") == 8 and config.get("peft_type") == "LORA", \
+        f"config: r={config.get('r')}, peft_type={config.get('peft_type')}"
     targets = sorted(config.get("target_modules") or [])
     with explain(targets, sorted(PROJECTIONS), CATALOGUE, what="target_modules: the adapted layers' last names",
                  variants={"target_modules_full_names": lambda: sorted(projection_names(TINY))}):
@@ -223,6 +239,11 @@ def test_course_adapter_loads_with_peft(submission, rng):
                  variants={"adapter_keys_without_prefix": lambda: sorted(k.removeprefix("base_model.model.")
                                                                          for k in expected_keys)}):
         assert sorted(tensors) == expected_keys, f"{len(tensors)} tensors saved, e.g. {sorted(tensors)[:2]}"
+    shapes = {k: list(t.shape) for k, t in tensors.items()}
+    expected_shapes = adapter_shapes(TINY, 8)
+    with explain(shapes, expected_shapes, CATALOGUE, what="A (r, in) and B (out, r) in the adapter file",
+                 variants={"adapter_a_b_swapped": lambda: adapter_shapes(TINY, 8, swapped=True)}):
+        assert shapes == expected_shapes, "the saved tensors do not have the shapes of A (r, in) and B (out, r)"
     base = oracle.tiny_llama(TINY)
     base_loss = oracle.lm_loss(base, texts)
     model, info = oracle.load_adapter(base, files)
@@ -231,7 +252,9 @@ def test_course_adapter_loads_with_peft(submission, rng):
     not_loaded = sorted(n for n, facts in layers.items() if not (facts["A_from_file"] and facts["B_from_file"]))
     assert not not_loaded, f"peft did not load the saved A and B into {not_loaded[:3]}"
     zero = sorted(n for n, facts in layers.items() if not facts["B_nonzero"])
-    assert not zero, f"B is still zero after training in {zero[:3]}"
+    with explain(zero, [], CATALOGUE, what="the trained B in every layer of the file",
+                 variants={"adapter_b_untrained": lambda: sorted(layers)}):
+        assert not zero, f"B is still zero after training in {zero[:3]}"
     loss = oracle.lm_loss(model, texts)
     assert loss <= 0.85 * base_loss, f"the saved adapter lowers the loss only from {base_loss:.2f} to {loss:.2f}"
 
@@ -246,8 +269,26 @@ def gpu_run(submission, cfg, texts, steps, lr):
 
 
 @pytest.mark.gpu
+@pytest.mark.task("3.2")
+@pytest.mark.points(1)
+@pytest.mark.timeout(300)
+def test_nf4_and_layers_on_cuda(submission, rng):
+    """Tasks 1-3 on a CUDA device: every result stays on the input's device (the CPU-only grader can
+    check this with the meta device for most, not all, of them); values near the oracle's."""
+    w = torch.randn(64, 128, generator=rng)
+    got = submission.run(probes.nf4_on_cuda, w, 64)
+    elsewhere = {name: device for name, device in got["devices"].items() if not device.startswith("cuda")}
+    assert not elsewhere, f"results not on the CUDA device: {elsewhere}"
+    ref_packed, ref_absmax = nf4.quantize(w, 64)
+    assert float((got["packed"] != ref_packed).float().mean()) < 1e-3, "the codes computed on CUDA are not NF4's"
+    torch.testing.assert_close(got["absmax"], ref_absmax, rtol=1e-6, atol=0)
+    expected = nf4.dequantize(ref_packed, ref_absmax, w.shape, 64, torch.bfloat16)
+    torch.testing.assert_close(got["dequantized"].float(), expected.float(), rtol=2e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
 @pytest.mark.task("4.1")
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 @pytest.mark.timeout(600)
 def test_bitsandbytes_loss_falls_by_30_percent(submission, rng):
     got = gpu_run(submission, GPU_SMALL, memorisable(rng, 16), 60, 2e-3)
