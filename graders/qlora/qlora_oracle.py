@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -89,7 +90,29 @@ def read_adapter(files):
         raise AdapterProblem(f"the adapter files cannot be read ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise AdapterProblem("adapter_config.json does not hold a JSON object")
+    _check_patterns(config)
     return config, tensors
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.]{1,200}")
+
+
+def _check_patterns(config):
+    """peft matches some config values as regular expressions against module names: only plain
+    names are accepted here, so that no file can make this process backtrack for hours."""
+    for key in ("target_modules", "exclude_modules"):
+        value = config.get(key)
+        if value is None or value == "all-linear":
+            continue
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or len(names) > 1000 or not all(
+                isinstance(n, str) and _PLAIN_NAME.fullmatch(n) for n in names):
+            raise AdapterProblem(f"adapter_config.json: {key} must be a list of layer names")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if config.get(key) not in (None, {}):
+            raise AdapterProblem(f"adapter_config.json: {key} is not used by this assignment (leave it empty)")
+    if config.get("layers_pattern") not in (None, "", []):
+        raise AdapterProblem("adapter_config.json: layers_pattern is not used by this assignment (leave it empty)")
 
 
 def load_adapter(base, files):
@@ -206,3 +229,28 @@ def fresh_4bit_reload(cfg, files, texts, device="cuda"):
     del model, base
     _free(device)
     return info
+
+
+# ------------------------------------------------------------------ diagnoses
+
+class _Never:
+    """Equal to nothing: stands for a variant that, on these inputs, is the right answer."""
+
+
+def distinct(variants, expected):
+    """The variants, each replaced by a value equal to nothing when it equals the right answer on
+    these inputs (within the diagnosis tolerance): such a variant would otherwise name its
+    misconception for any near-miss. Evaluated lazily, only when a check failed."""
+    from course.grading.diagnose import matches
+
+    def lazy(make):
+        value = make()
+        return _Never() if matches(value, expected) else value
+    return {name: (lambda make=make: lazy(make)) for name, make in (variants or {}).items()}
+
+
+def explain(actual, expected=None, catalogue=None, *, variants=None, what="", generic=True):
+    """course.grading.diagnose.explain with :func:`distinct` variants."""
+    from course.grading import diagnose
+    return diagnose.explain(actual, expected, catalogue, variants=distinct(variants, expected), what=what,
+                            generic=generic)

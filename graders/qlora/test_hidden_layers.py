@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import probes
-from course.grading.diagnose import explain, record
+from course.grading.diagnose import record
 from misconceptions import CATALOGUE
-from qlora_oracle import nf4
+from qlora_oracle import explain, nf4
 
 TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "init": 0.02, "seed": 0}
 PROJECTIONS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -69,6 +69,16 @@ def fitted_scaling(out, base_out, update):
     delta = (out.float() - base_out.float()).reshape(-1)
     u = update.float().reshape(-1)
     return round(float(delta @ u / (u @ u)), 1)
+
+
+def bits(t):
+    """A tensor's bit patterns as integers: diagnoses of bit-exact checks compare these exactly."""
+    t = t.detach().contiguous()
+    return t if not t.is_floating_point() else t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def exact(variants):
+    return {name: (lambda make=make: bits(make())) for name, make in variants.items()}
 
 
 def buffer_bytes(buffers):
@@ -136,12 +146,13 @@ def test_from_linear_stores_nf4_codes_only(submission, rng, blocksize, double_qu
                            "memory_without_bias": lambda: nbytes - buffer_bytes({"bias": buffers["bias"]})}):
         assert got["memory_bytes"] == nbytes, f"memory_bytes {got['memory_bytes']} != bytes of the buffers {nbytes}"
     expected = nf4.dequantize(ref_packed, absmax, weight.shape, blocksize, compute_dtype)
-    with explain(got["weight"], expected, CATALOGUE, what="the dequantised weight, rebuilt from the stored constants",
-                 variants={"dq_offset_not_added": lambda: nf4.dequantize(
-                               ref_packed, no_offset, weight.shape, blocksize, compute_dtype),
-                           "unpack_low_nibble_first": lambda: nf4.dequantize(
-                               (ref_packed >> 4) | ((ref_packed & 0x0F) << 4), absmax, weight.shape, blocksize,
-                               compute_dtype)}):
+    variants = {"unpack_low_nibble_first": lambda: nf4.dequantize(
+        (ref_packed >> 4) | ((ref_packed & 0x0F) << 4), absmax, weight.shape, blocksize, compute_dtype)}
+    if double_quant:
+        variants["dq_offset_not_added"] = lambda: nf4.dequantize(ref_packed, no_offset, weight.shape, blocksize,
+                                                                 compute_dtype)
+    with explain(bits(got["weight"]), bits(expected), CATALOGUE, variants=exact(variants),
+                 what="the dequantised weight, rebuilt from the stored constants"):
         torch.testing.assert_close(got["weight"], expected, rtol=0, atol=0)
 
 

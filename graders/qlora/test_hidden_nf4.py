@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 
 import probes
-from course.grading.diagnose import explain
 from misconceptions import CATALOGUE
-from qlora_oracle import nf4
+from qlora_oracle import explain, nf4
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 NF4_OFFSET = 0.9677083

@@ -17,16 +17,13 @@ bitsandbytes 4-bit layer in a model, every probe builds a fresh model, and no pr
 forward pass before training. The GPU tests reload the adapter onto a *fresh* 4-bit base.
 """
 
-import math
-
 import pytest
 import torch
 
 import probes
 import qlora_oracle as oracle
-from course.grading.diagnose import explain
 from misconceptions import CATALOGUE
-from qlora_oracle import nf4
+from qlora_oracle import explain, nf4
 
 TINY = {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "init": 0.1}
 # The GPU model: its linear weights dominate its memory, so 4 bits must show in the peak.
