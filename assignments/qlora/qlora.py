@@ -7,6 +7,13 @@ LoRA rank.
 Off limits in tasks 1 to 3: ``bitsandbytes`` (it is the oracle the tests compare with) and
 ``peft``. Task 4 is the opposite: it asks you to use the real stack.
 
+Every function leaves its arguments as they were (no in-place operation on a tensor it was given),
+accepts tensors of any layout (a transposed weight is not contiguous: ``reshape``, not ``view``)
+and keeps its results on its input's device. The CPU grader checks the device on PyTorch's meta
+device, which has shapes but no values: in ``quantize_nf4``, ``dequantize_nf4`` and the layers'
+forward passes (without double quantisation) never read a tensor's value into Python
+(``.item()``, ``.tolist()``, ``float(t)``, ``if t:``).
+
 Run the tests: ``pytest`` in this folder, or ``course check qlora [--task N.M]``.
 """
 
@@ -223,7 +230,9 @@ def quantize_model(model: nn.Module, skip: Sequence[str] = ("lm_head",), r: int 
                    alpha: float | None = None) -> tuple[nn.Module, dict]:
     """Replace every ``nn.Linear`` of ``model`` (in place) by its 4-bit version.
 
-    A layer is skipped when any dot-separated part of its name is in ``skip``. Each replaced layer
+    A layer is skipped when any dot-separated part of its name is in ``skip`` (``"mlp"`` skips
+    ``model.layers.0.mlp.up_proj``, ``"up"`` skips nothing there; an empty ``skip`` skips nothing,
+    not even the head). Each replaced layer
     becomes ``Linear4bit.from_linear(layer, compute_dtype=<its weight's dtype>)`` (blocksize 64,
     double quantisation), wrapped in ``QLoRALinear(base, r, alpha)`` when ``r`` is given
     (``alpha`` defaults to ``r``). When ``r`` is given every other parameter of the model is frozen

@@ -1,20 +1,20 @@
-"""Probes for `qlora`: they run next to the student's code and return data only.
+"""Probes for `qlora`: they run next to the student's code and only observe.
 
-No expected values and no asserts here: the tests in this folder decide. The probes that train
-build a fresh model every time and never run a forward pass before training (see the README's
-note on bitsandbytes' CPU repacking), so no state leaks from one check into the next.
+A probe builds, calls, steps and returns raw data (tensors, numbers, names, flags as the objects
+hold them, file bytes). It never compares, counts matches or decides: every comparison,
+tolerance and threshold lives in the test files, against the trusted side's own oracle
+(qlora_oracle.py). The probes that train build a fresh model every time and never run a forward
+pass before training (see the README's note on bitsandbytes' CPU repacking).
 """
 
 import gc
-import json
 import os
 import tempfile
-import threading
 
 import torch
 
 
-# ------------------------------------------------------------------ models
+# ------------------------------------------------------------------ models (also built by the tests)
 
 def _tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -60,24 +60,81 @@ def _linear(weight, bias, dtype=None):
     return linear
 
 
+def _parameters(module):
+    """Every parameter's shape, dtype and requires_grad flag, as the module holds them."""
+    return {n: [list(p.shape), p.dtype, p.requires_grad] for n, p in module.named_parameters()}
+
+
+def _buffers(module):
+    return {n: b.detach().clone() for n, b in module.named_buffers() if b is not None}
+
+
+def _folder_files(folder):
+    """The files of a folder (regular files only), as bytes."""
+    files = {}
+    if folder and os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as f:
+                    files[name] = f.read()
+    return files
+
+
+# ------------------------------------------------------------------ tasks 1-2 where a call is not enough
+
+def quantize_views(w, blocksize):
+    """quantize_nf4 of a transposed (non-contiguous) view of w; and w as left afterwards."""
+    import qlora
+    packed, absmax = qlora.quantize_nf4(w.t(), blocksize)
+    return {"packed": packed, "absmax": absmax, "w_after": w}
+
+
+def nf4_on_meta(shape, blocksize, dtype, step):
+    """quantize_nf4 (``step="quantize"``) or dequantize_nf4 on the meta device: the devices, dtypes
+    and shapes of the results."""
+    import qlora
+    if step == "quantize":
+        packed, absmax = qlora.quantize_nf4(torch.empty(shape, device="meta", dtype=dtype), blocksize)
+        found = {"packed": packed, "absmax": absmax}
+    else:
+        n = 1
+        for size in shape:
+            n *= size
+        packed = torch.empty(n // 2, dtype=torch.uint8, device="meta")
+        absmax = torch.empty(n // blocksize, dtype=torch.float32, device="meta")
+        found = {"dequantized": qlora.dequantize_nf4(packed, absmax, shape, blocksize, dtype)}
+    return {name: [str(t.device), t.dtype, list(t.shape)] for name, t in found.items()}
+
+
 # ------------------------------------------------------------------ layers
 
-def linear4bit_state(weight, bias, blocksize, double_quant, compute_dtype):
-    """Linear4bit.from_linear: its buffers, parameters, memory_bytes and dequantised weight."""
+def linear4bit_state(weight, bias, blocksize, double_quant, compute_dtype, transposed=False, linear_dtype=None):
+    """Linear4bit.from_linear: its buffers, parameters, state dict keys, memory_bytes, dequantised
+    weight, and the nn.Linear as from_linear left it. ``transposed``: the linear's weight is a
+    non-contiguous view (``weight`` is then given as (in, out))."""
     import qlora
-    layer = qlora.Linear4bit.from_linear(_linear(weight, bias), blocksize=blocksize, double_quant=double_quant,
+    if transposed:
+        linear = _linear(weight.t().contiguous(), bias, linear_dtype)
+        linear.weight = torch.nn.Parameter(weight.to(linear.weight.dtype).t())
+    else:
+        linear = _linear(weight, bias, linear_dtype)
+    layer = qlora.Linear4bit.from_linear(linear, blocksize=blocksize, double_quant=double_quant,
                                          compute_dtype=compute_dtype)
     with torch.no_grad():
         dequantized = layer.dequantized_weight()
-    return {"buffers": {name: b for name, b in layer.named_buffers()},
+    return {"buffers": _buffers(layer),
             "parameters": [name for name, _ in layer.named_parameters()],
+            "state_dict": sorted(layer.state_dict()),
             "memory_bytes": layer.memory_bytes(),
             "weight": dequantized,
-            "is_module": isinstance(layer, torch.nn.Module)}
+            "linear_after": {"weight": linear.weight.detach().clone(),
+                             "bias": None if linear.bias is None else linear.bias.detach().clone()}}
 
 
 def linear4bit_forward_backward(weight, bias, x, grad_out, double_quant, compute_dtype):
-    """Forward and backward through Linear4bit: output, dequantised weight, dL/dx, and who has grads."""
+    """Forward and backward through Linear4bit: output, dequantised weight, dL/dx, x as the forward
+    left it, and every parameter's and buffer's grad and requires_grad as the layer holds them."""
     import qlora
     layer = qlora.Linear4bit.from_linear(_linear(weight, bias), double_quant=double_quant,
                                          compute_dtype=compute_dtype)
@@ -87,65 +144,87 @@ def linear4bit_forward_backward(weight, bias, x, grad_out, double_quant, compute
     with torch.no_grad():
         dequantized = layer.dequantized_weight()
     tensors = dict(layer.named_parameters())
-    tensors.update(dict(layer.named_buffers()))
-    return {"out": out.detach(), "weight": dequantized, "x_grad": x.grad,
-            "with_grad": sorted(n for n, t in tensors.items() if t is not None and t.grad is not None),
-            "requires_grad": sorted(n for n, t in tensors.items() if t is not None and t.requires_grad)}
+    tensors.update({n: b for n, b in layer.named_buffers() if b is not None})
+    return {"out": out.detach(), "weight": dequantized, "x_grad": x.grad, "x_after": x.detach(),
+            "grads": {n: t.grad for n, t in tensors.items()},
+            "requires_grad": {n: t.requires_grad for n, t in tensors.items()}}
+
+
+def layers_on_meta(in_features, out_features, r, alpha, compute_dtype, x_dtype):
+    """Linear4bit (no double quantisation) and QLoRALinear built and run on the meta device."""
+    import qlora
+    linear = torch.nn.Linear(in_features, out_features, bias=True, device="meta")
+    base = qlora.Linear4bit.from_linear(linear, double_quant=False, compute_dtype=compute_dtype)
+    x = torch.empty(3, in_features, device="meta", dtype=x_dtype)
+    out = base(x)
+    layer = qlora.QLoRALinear(base, r, alpha)
+    lora_out = layer(x)
+    found = {"base_out": out, "lora_out": lora_out, "dequantized": base.dequantized_weight()}
+    found.update({f"buffer {n}": b for n, b in base.named_buffers() if b is not None})
+    found.update({f"parameter {n}": p for n, p in layer.named_parameters()})
+    return {name: [str(t.device), t.dtype, list(t.shape)] for name, t in found.items()}
 
 
 def qlora_linear_init(weight, x, r, alpha, compute_dtype, seed):
-    """A fresh QLoRALinear: trainable names, A, B, scaling, dtypes, and its output next to its base's."""
+    """A fresh QLoRALinear: its parameters, A, B, and its output next to its base's."""
     import qlora
     base = qlora.Linear4bit.from_linear(_linear(weight, None), compute_dtype=compute_dtype)
     torch.manual_seed(seed)
     layer = qlora.QLoRALinear(base, r, alpha)
     with torch.no_grad():
         out, base_out = layer(x), base(x)
-    return {"trainable": sorted(n for n, p in layer.named_parameters() if p.requires_grad),
-            "all_parameters": sorted(n for n, _ in layer.named_parameters()),
+    return {"parameters": _parameters(layer),
             "A": layer.lora_A.weight.detach(), "B": layer.lora_B.weight.detach(),
-            "A_dtype": layer.lora_A.weight.dtype, "B_dtype": layer.lora_B.weight.dtype,
             "out": out, "base_out": base_out}
 
 
-def qlora_linear_forward_backward(weight, x, r, alpha, A, B, grad_out):
-    """QLoRALinear (float32) with given A and B: output, base output, and grads of A, B and x."""
+def qlora_linear_forward_backward(weight, x, r, alpha, A, B, grad_out, compute_dtype=torch.float32):
+    """QLoRALinear with given A and B (no double quantisation): output, base output, grads of A, B, x."""
     import qlora
-    base = qlora.Linear4bit.from_linear(_linear(weight, None), double_quant=False, compute_dtype=torch.float32)
+    base = qlora.Linear4bit.from_linear(_linear(weight, None), double_quant=False, compute_dtype=compute_dtype)
     layer = qlora.QLoRALinear(base, r, alpha)
     with torch.no_grad():
         layer.lora_A.weight.copy_(A)
         layer.lora_B.weight.copy_(B)
     x = x.clone().requires_grad_(True)
     out = layer(x)
-    (out * grad_out).sum().backward()
+    (out.float() * grad_out.float()).sum().backward()
     with torch.no_grad():
         base_out = base(x)
-    return {"out": out.detach(), "base_out": base_out, "x_grad": x.grad,
+    return {"out": out.detach(), "base_out": base_out, "x_grad": x.grad, "x_after": x.detach(),
             "A_grad": layer.lora_A.weight.grad, "B_grad": layer.lora_B.weight.grad}
 
 
-def quantize_tiny_llama(cfg, skip, r, alpha):
-    """quantize_model on a tiny bfloat16 Llama: the report, and the same figures measured here."""
+def _lora_output(module, x, B):
+    """One QLoRALinear of a model: its A, and its output and its base's for x after setting B."""
+    with torch.no_grad():
+        module.lora_B.weight.copy_(B)
+        return {"A": module.lora_A.weight.detach().clone(), "out": module(x), "base_out": module.base(x)}
+
+
+def quantize_tiny_llama(cfg, kwargs, dtype=torch.bfloat16, probe_layer=None, x=None, B=None):
+    """quantize_model(model, **kwargs) on a tiny Llama in ``dtype``: the returned report, every
+    module's type name, every parameter's shape/dtype/requires_grad, each replaced layer's buffers
+    and the dtype of its dequantised weight; with ``probe_layer``, that layer's LoRA output for x."""
     import qlora
-    model = _tiny_llama(cfg)
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    weight_bytes = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in linears.items()}
-    kwargs = {} if skip is None else {"skip": tuple(skip)}
-    returned = qlora.quantize_model(model, r=r, alpha=alpha, **kwargs)
-    model, report = returned if isinstance(returned, tuple) else (returned, None)
+    model = _tiny_llama(cfg, dtype)
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if "skip" in kwargs:
+        kwargs = dict(kwargs, skip=tuple(kwargs["skip"]))
+    returned = qlora.quantize_model(model, **kwargs)
+    model, report = returned if isinstance(returned, tuple) and len(returned) == 2 else (returned, None)
     modules = dict(model.named_modules())
-    types = {name: type(modules[name]).__name__ for name in linears if name in modules}
-    stored = {}
+    layers = {}
     for name in linears:
-        module = modules.get(name)
-        base = getattr(module, "base", module)
-        if type(base).__name__ == "Linear4bit":
-            stored[name] = sum(b.numel() * b.element_size() for b in base.buffers())
-    return {"report": report, "types": types, "weight_bytes": weight_bytes, "stored_bytes": stored,
-            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-            "float_linears": sorted(n for n, m in model.named_modules()
-                                    if isinstance(m, torch.nn.Linear) and not n.endswith(("lora_A", "lora_B")))}
+        base = getattr(modules.get(name), "base", modules.get(name))
+        if base is not None and hasattr(base, "dequantized_weight"):
+            with torch.no_grad():
+                layers[name] = {"buffers": _buffers(base), "weight_dtype": base.dequantized_weight().dtype}
+    out = {"report": report, "types": {n: type(m).__name__ for n, m in modules.items()},
+           "parameters": _parameters(model), "layers": layers}
+    if probe_layer is not None:
+        out["probe"] = _lora_output(modules[probe_layer], x, B)
+    return out
 
 
 # ------------------------------------------------------------------ training on the CPU
@@ -153,139 +232,92 @@ def quantize_tiny_llama(cfg, skip, r, alpha):
 def course_training_steps(cfg, texts, steps, lr, r, alpha):
     """The QLoRA idea by hand: quantize_model(r) on a fresh float32 Llama, then AdamW steps.
 
-    Returns the losses, which parameters had gradients at each step, which require them, and
-    how many stored (quantised) buffers changed.
+    Returns the losses, each parameter's gradient (sum of absolute values, or None) at each step,
+    requires_grad flags, and the model's frozen parameters, buffers and LoRA matrices before and
+    after training.
     """
     import qlora
     tokenizer, _ = _tokenizer()
     model = _tiny_llama(cfg, dtype=torch.float32)
     model, _ = qlora.quantize_model(model, r=r, alpha=alpha)
-    stored = {name: b.detach().clone() for name, b in model.named_buffers()
-              if b is not None and b.dtype == torch.uint8}
-    floats_before = {name: b.detach().clone() for name, b in model.named_buffers()
-                     if b is not None and b.dtype != torch.uint8 and "rotary" not in name}
+    buffers_before = _buffers(model)
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     batch = tokenizer(list(texts), return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr) if params else None
     model.train()
-    losses, grads_per_step = [], []
+    losses, grads = [], []
     for _ in range(steps):
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
         loss.backward()
-        grads_per_step.append(sorted(n for n, p in model.named_parameters()
-                                     if p.grad is not None and bool(p.grad.abs().sum() > 0)))
+        grads.append({n: None if p.grad is None else float(p.grad.abs().sum())
+                      for n, p in model.named_parameters()})
         if optimizer is not None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-    after = dict(model.named_buffers())
     return {
         "losses": losses,
-        "grads_per_step": grads_per_step,
-        "requires_grad": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        "lora_parameters": sorted(n for n, _ in model.named_parameters() if "lora_" in n),
-        "stored_buffers": len(stored),
-        "stored_changed": sorted(n for n, b in stored.items() if not torch.equal(b, after[n])),
-        "float_buffers_changed": sorted(n for n, b in floats_before.items() if not torch.equal(b, after[n])),
-        "frozen_changed": sorted(n for n, p in model.named_parameters()
-                                 if n in frozen_before and not torch.equal(p.detach(), frozen_before[n])),
+        "grads": grads,
+        "parameters": _parameters(model),
+        "frozen_before": frozen_before,
+        "frozen_after": {n: p.detach().clone() for n, p in model.named_parameters() if n in frozen_before},
+        "buffers_before": buffers_before,
+        "buffers_after": _buffers(model),
+        "lora": {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n},
     }
 
 
-def _adapter_files(adapter_dir):
-    files = sorted(os.listdir(adapter_dir)) if os.path.isdir(adapter_dir) else []
-    config = None
-    if "adapter_config.json" in files:
-        with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    return files, config
-
-
-def _peft_reload(base, adapter_dir):
-    """Load the adapter with peft: per LoRA layer, whether it equals the file and B is non-zero."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-    saved = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
-    model = PeftModel.from_pretrained(base, adapter_dir)
-    matched, nonzero_b, layers = 0, 0, 0
-    for name, module in model.named_modules():
-        if hasattr(module, "lora_A") and hasattr(module.lora_A, "keys") and "default" in module.lora_A:
-            layers += 1
-            key = name.replace(".base_layer", "")
-            a = module.lora_A["default"].weight.detach().cpu()
-            b = module.lora_B["default"].weight.detach().cpu()
-            file_a, file_b = saved.get(f"{key}.lora_A.weight"), saved.get(f"{key}.lora_B.weight")
-            if file_a is not None and file_b is not None and torch.equal(a, file_a.to(a.dtype)) \
-                    and torch.equal(b, file_b.to(b.dtype)):
-                matched += 1
-            nonzero_b += bool(b.abs().sum() > 0)
-    return model, {"peft_layers": layers, "matched": matched, "nonzero_B": nonzero_b, "saved_tensors": len(saved)}
-
-
-def _watch_training(qlora):
-    """Wrap load_for_training and save_adapter (train_qlora calls both) to see the trained model:
-    what requires grad, which parameters received gradients, and the stored codes at the end."""
-    seen = {"loaded": False, "saved": False, "grad_received": set()}
-    load, save = qlora.load_for_training, qlora.save_adapter
-
-    def watched_load(*args, **kwargs):
-        model = load(*args, **kwargs)
-        seen["loaded"] = True
-        seen["requires_grad"] = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-        seen["lora"] = sorted(n for n, _ in model.named_parameters() if "lora_" in n)
-        for name, p in model.named_parameters():
-            if p.requires_grad:
-                p.register_post_accumulate_grad_hook(lambda t, name=name: seen["grad_received"].add(name))
-        return model
-
-    def watched_save(model, *args, **kwargs):
-        seen["saved"] = True
-        seen["codes"] = {name: m.packed.detach().clone() for name, m in model.named_modules()
-                         if isinstance(m, qlora.Linear4bit)}
-        return save(model, *args, **kwargs)
-
-    qlora.load_for_training, qlora.save_adapter = watched_load, watched_save
-    return seen, (load, save)
-
-
-def train_course_backend(cfg, texts, steps, lr, r, alpha, batch_size, seq_len, watch=False):
-    """train_qlora(backend="course") on the CPU, then the adapter reloaded with peft onto the base.
-
-    With ``watch``: also what the trained model looked like (see _watch_training), and the base
-    model's linear weights as saved (bfloat16), for the tests to quantise with bitsandbytes.
-    """
+def load_course_backend(cfg, texts, r, alpha, probe_layer, x, B):
+    """load_for_training(backend="course") of a saved bfloat16 tiny Llama, then one training step
+    with a forward pre-hook on every decoder layer's attention: the model's parameters and buffers,
+    how often each attention was entered (checkpointing runs a layer's forward again in the
+    backward pass), and one layer's LoRA output."""
     import qlora
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
+    tokenizer, _ = _tokenizer()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
+        model = qlora.load_for_training(model_dir, "course", r, alpha, torch.device("cpu"))
+        calls = {}
+        modules = dict(model.named_modules())
+        for name in (f"model.layers.{i}.self_attn" for i in range(cfg["layers"])):
+            calls[name] = 0
+            modules[name].register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+        buffers = _buffers(model)
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model.train()
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        loss.backward()
+        return {"parameters": _parameters(model), "buffers": buffers, "layer_calls": dict(calls),
+                "loss": float(loss.detach()), "probe": _lora_output(modules[probe_layer], x, B)}
+
+
+def load_unknown_backend(cfg, backend):
+    """load_for_training of a saved tiny Llama with a backend name the docstring does not list."""
+    import qlora
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
+        qlora.load_for_training(model_dir, backend, 4, 8, torch.device("cpu"))
+    return None
+
+
+def train_course_backend(cfg, texts, steps, lr, r, alpha, batch_size, seq_len):
+    """train_qlora(backend="course") on the CPU: its result, the folder it returned and the one it
+    was given, and the files of the adapter folder as bytes."""
+    import qlora
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
         out_dir = os.path.join(tmp, "adapter")
-        seen, originals = _watch_training(qlora) if watch else (None, None)
-        try:
-            result = qlora.train_qlora(model_dir, list(texts), output_dir=out_dir, backend="course", steps=steps,
-                                       r=r, alpha=alpha, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=0,
-                                       device="cpu")
-        finally:
-            if originals:
-                qlora.load_for_training, qlora.save_adapter = originals
-        if watch:
-            weights = load_file(os.path.join(model_dir, "model.safetensors"))
-            seen["grad_received"] = sorted(seen["grad_received"])
-            seen["base_weights"] = {k[:-len(".weight")]: v for k, v in weights.items()
-                                    if k.endswith("_proj.weight")}
-            return {"watch": seen, "losses": result.get("losses") if isinstance(result, dict) else None}
+        result = qlora.train_qlora(model_dir, list(texts), output_dir=out_dir, backend="course", steps=steps,
+                                   r=r, alpha=alpha, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=0,
+                                   device="cpu")
         result = dict(result) if isinstance(result, dict) else {"not_a_dict": type(result).__name__}
         adapter_dir = str(result.pop("adapter_dir", ""))
-        files, config = _adapter_files(adapter_dir)
-        reload = None
-        if "adapter_model.safetensors" in files and config is not None:
-            base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-            _, reload = _peft_reload(base, adapter_dir)
-        keep = ("r", "lora_alpha", "target_modules", "peft_type")
-        return {"result": result, "adapter_inside_output_dir": os.path.realpath(adapter_dir) == os.path.realpath(out_dir),
-                "files": files, "config": {k: config.get(k) for k in keep} if config else None, "reload": reload}
+        return {"result": result, "adapter_dir": adapter_dir, "output_dir": out_dir,
+                "adapter_dir_real": os.path.realpath(adapter_dir) if adapter_dir else "",
+                "output_dir_real": os.path.realpath(out_dir), "files": _folder_files(adapter_dir)}
 
 
 # ------------------------------------------------------------------ the real stack, on a GPU
@@ -314,26 +346,22 @@ def bitsandbytes_environment():
     return None
 
 
-class _PeakSampler:
-    """Samples torch.cuda.memory_allocated() from a thread while a run is in progress."""
-
-    def __init__(self, interval=0.002):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, int(torch.cuda.memory_allocated()))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, int(torch.cuda.memory_allocated()))
+def nf4_on_cuda(w, blocksize):
+    """Tasks 1-3 on CUDA: quantise, dequantise, and a QLoRALinear forward; each result's device."""
+    import qlora
+    packed, absmax = qlora.quantize_nf4(w.to("cuda"), blocksize)
+    dequantized = qlora.dequantize_nf4(packed, absmax, list(w.shape), blocksize, torch.bfloat16)
+    q, scales, offset = qlora.double_quantize(absmax)
+    back = qlora.double_dequantize(q, scales, offset)
+    base = qlora.Linear4bit.from_linear(_linear(w, None).to("cuda"), blocksize=blocksize)
+    layer = qlora.QLoRALinear(base, 4, 8)
+    out = layer(torch.ones(2, w.shape[1], device="cuda"))
+    found = {"packed": packed, "absmax": absmax, "dequantized": dequantized, "q": q, "scales": scales,
+             "double_dequantized": back, "layer_out": out, "dequantized_weight": base.dequantized_weight()}
+    found.update({f"buffer {n}": b for n, b in base.named_buffers() if b is not None})
+    found.update({f"parameter {n}": p for n, p in layer.named_parameters()})
+    return {"devices": {name: str(t.device) for name, t in found.items()},
+            "packed": packed.cpu(), "absmax": absmax.cpu(), "dequantized": dequantized.cpu()}
 
 
 def _free_cuda():
@@ -342,87 +370,24 @@ def _free_cuda():
     torch.cuda.synchronize()
 
 
-def _bf16_lora_baseline(model_dir, texts, steps, r, alpha, lr, batch_size, seq_len):
-    """The same run with bf16 LoRA (peft, gradient checkpointing), written here: its peak memory."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:seq_len] for t in texts]
-    _free_cuda()
-    torch.cuda.reset_peak_memory_stats()   # loading counts, as it does for the QLoRA run
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to("cuda")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False
-    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
-                                             lora_dropout=0.0, task_type="CAUSAL_LM"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    for step in range(steps):
-        picked = [rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)]
-        width = min(len(row) for row in picked)
-        ids = torch.tensor([row[:width] for row in picked], device="cuda")
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    peak = int(torch.cuda.max_memory_allocated())
-    del model, optimizer
-    _free_cuda()
-    return peak
-
-
-def gpu_qlora_run(cfg, texts, steps, lr, r, alpha, batch_size, seq_len, baseline=False, reload=False):
-    """train_qlora(backend="bitsandbytes") on CUDA; optionally the bf16 LoRA baseline and a peft reload.
-
-    Peak memory is measured here (torch.cuda.max_memory_allocated around each run), next to what
-    train_qlora reports.
-    """
+def gpu_qlora_run(cfg, texts, steps, lr, r, alpha, batch_size, seq_len):
+    """train_qlora(backend="bitsandbytes") on CUDA: its result, the allocator's peak over the run
+    (torch.cuda.max_memory_allocated, reset just before), and the adapter folder's files as bytes."""
     problem = bitsandbytes_environment()
     if problem:
         return {"environment": problem}
     import qlora
-    out = {"environment": None}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
-        if baseline:
-            out["bf16_peak"] = _bf16_lora_baseline(model_dir, texts, steps, r, alpha, lr, batch_size, seq_len)
         _free_cuda()
         torch.cuda.reset_peak_memory_stats()
-        with _PeakSampler() as sampler:
-            result = qlora.train_qlora(model_dir, list(texts), output_dir=os.path.join(tmp, "adapter"),
-                                       backend="bitsandbytes", steps=steps, r=r, alpha=alpha, lr=lr,
-                                       batch_size=batch_size, seq_len=seq_len, seed=0, device="cuda")
-            torch.cuda.synchronize()
-        # the allocator's peak, floored by sampling (a reset inside train_qlora cannot hide memory)
-        out["qlora_peak"] = max(int(torch.cuda.max_memory_allocated()), sampler.peak)
+        result = qlora.train_qlora(model_dir, list(texts), output_dir=os.path.join(tmp, "adapter"),
+                                   backend="bitsandbytes", steps=steps, r=r, alpha=alpha, lr=lr,
+                                   batch_size=batch_size, seq_len=seq_len, seed=0, device="cuda")
+        torch.cuda.synchronize()
+        peak = int(torch.cuda.max_memory_allocated())
         result = dict(result)
         adapter_dir = str(result.pop("adapter_dir", ""))
-        out["result"] = result
+        files = _folder_files(adapter_dir)
         _free_cuda()
-        if reload:
-            out["files"], config = _adapter_files(adapter_dir)
-            out["config"] = {k: config.get(k) for k in ("r", "lora_alpha", "peft_type")} if config else None
-            out["reload"] = _fresh_4bit_reload(model_dir, adapter_dir, texts)
-    return out
-
-
-def _fresh_4bit_reload(model_dir, adapter_dir, texts):
-    """A fresh 4-bit base (bitsandbytes), the adapter loaded onto it with peft, and a forward pass."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ids = torch.tensor([tokenizer(texts[0], add_special_tokens=False)["input_ids"][:64]], device="cuda")
-    base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=torch.bfloat16,
-                                                device_map={"": "cuda"})
-    four_bit = sum(type(m).__name__ == "Linear4bit" for m in base.modules())
-    with torch.no_grad():
-        base_logits = base(input_ids=ids).logits.float()
-    model, info = _peft_reload(base, adapter_dir)
-    model.eval()
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits.float()
-    info.update({"four_bit_layers": four_bit, "finite": bool(torch.isfinite(logits).all()),
-                 "changed": float((logits - base_logits).abs().max())})
-    return info
+    return {"environment": None, "result": result, "qlora_peak": peak, "files": files}

@@ -1,4 +1,8 @@
-"""Helpers for the public tests: they build your layers next to your code and return plain data."""
+"""Helpers for the public tests: they build your layers next to your code and return plain data.
+
+They only observe (build, call, return tensors, names and flags as your objects hold them); every
+comparison is made by the tests in test_qlora.py.
+"""
 
 import torch
 
@@ -29,7 +33,7 @@ def qlora_linear_at_init(weight, x, r, alpha):
     base = qlora.Linear4bit.from_linear(linear, compute_dtype=weight.dtype)
     layer = qlora.QLoRALinear(base, r, alpha)
     with torch.no_grad():
-        return {"trainable": sorted(n for n, p in layer.named_parameters() if p.requires_grad),
+        return {"requires_grad": {n: p.requires_grad for n, p in layer.named_parameters()},
                 "A": layer.lora_A.weight, "B": layer.lora_B.weight,
                 "out": layer(x), "base_out": base(x)}
 
@@ -45,7 +49,7 @@ def quantize_small_model(r=None):
     model.add_module("lm_head", torch.nn.Linear(64, 128, bias=False, dtype=torch.bfloat16))
     model, report = qlora.quantize_model(model, r=r)
     return {"types": {name: type(m).__name__ for name, m in model.named_children()},
-            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
+            "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
             "report": report}
 
 
