@@ -172,7 +172,7 @@ def break_even_answers(cost: float, saved: int, price: float) -> set[int]:
 
 def sft_reference(prompt: str, answer: str, tok, max_len: int, *, joint: bool = False, left: bool = False,
                   mask_prompt: bool = True, eos_masked_as_pad: bool = False,
-                  with_eos: bool = True) -> dict[str, torch.Tensor]:
+                  with_eos: bool = True, pad_labels: bool = False) -> dict[str, torch.Tensor]:
     """The specified SFT example (and, with the flags, the misconceptions' versions of it)."""
     eos = tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -186,7 +186,7 @@ def sft_reference(prompt: str, answer: str, tok, max_len: int, *, joint: bool = 
                 "labels": torch.tensor([IGNORE] * padding + labels)}
     return {"input_ids": torch.tensor(p + a + [pad] * padding),
             "attention_mask": torch.tensor([1] * used + [0] * padding),
-            "labels": torch.tensor(labels + [IGNORE] * padding)}
+            "labels": torch.tensor(labels + [pad if pad_labels else IGNORE] * padding)}
 
 
 def tiny_llama(seed: int):

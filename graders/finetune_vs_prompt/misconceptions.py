@@ -89,6 +89,12 @@ CATALOGUE = catalogue({
                          "old": "labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [IGNORE_INDEX] * padding",
                          "new": "labels = [IGNORE_INDEX] * len(prompt_ids) + [t if t != pad else IGNORE_INDEX for t in "
                                 "answer_ids] + [IGNORE_INDEX] * padding"}),
+    "padding_in_labels": Misconception(
+        "Your labels train on the padding: set them to -100 after the eos too, so padding adds nothing to the "
+        "loss.",
+        task="2.1", bug={"file": "finetuning.py",
+                         "old": "labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [IGNORE_INDEX] * padding",
+                         "new": "labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids + [pad] * padding"}),
     "left_padding": Misconception(
         "Your example is padded on the left: pad on the right, after the answer and its eos, as the docstring "
         "says.",

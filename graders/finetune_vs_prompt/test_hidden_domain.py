@@ -115,7 +115,7 @@ def test_hidden_knn_matches_the_reference_knn(submission):
     support, support_labels, queries = _knn_setup()
     keep = _clear_queries(support, support_labels, queries, oracle.KNN_K)
     chosen = [queries[i] for i in keep]
-    got = submission.call("domain.knn_few_shot", support, support_labels, chosen, oracle.KNN_K)
+    got = submission.call_pure("domain.knn_few_shot", support, support_labels, chosen, oracle.KNN_K)
     expected = oracle.knn_labels(support, support_labels, chosen, oracle.KNN_K)
     rows, _ = oracle.knn_votes(support, support_labels, chosen, oracle.KNN_K)
     with explain(got, expected, CATALOGUE, what="kNN labels (k = 5) of held-out sentences", variants={

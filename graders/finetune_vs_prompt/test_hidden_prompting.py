@@ -45,6 +45,21 @@ def _spec(name):
     return oracle.smollm2_spec() if name == "SmolLM2" else TOKENIZERS[name]
 
 
+def _specific(variants):
+    """Only the wrong answers that say something: a variant that gives None (what many bugs give)
+    or the same answer as another variant names nobody."""
+    values = {}
+    for name, make in variants.items():
+        try:
+            values[name] = make()
+        except Exception:
+            continue
+    def unique(name):
+        v = values[name]
+        return v is not None and not any(other != name and values[other] == v for other in values)
+    return {name: (lambda v=values[name]: v) for name in values if unique(name)}
+
+
 # ------------------------------------------------------------------ 1.1
 
 @pytest.mark.task("1.1")
@@ -219,8 +234,8 @@ def _first_object_cases():
     return {
         "two objects, the answer first": (f"{json.dumps(gold)}\nA second guess: {json.dumps(other)}", gold),
         "an object nested in the answer": (f"Result: {json.dumps(nested)} (gate details included)", nested),
-        "a first object with other keys, then the answer": (
-            f'Example: {{"name": "x"}}\nAnswer: {json.dumps(gold)}', None),
+        "a first object with other keys, the answer, another object": (
+            f'Example: {{"name": "x"}}\nAnswer: {json.dumps(gold)}\nAlso: {{"note": 1}}', None),
         "an answer, then an object with other keys": (f'{json.dumps(gold)} and {{"note": "ok"}}', gold),
     }
 
@@ -255,8 +270,8 @@ def test_hidden_parse_json_takes_the_first_object(submission, case):
                 return value
         return None
     with explain(got, expected, CATALOGUE, what="the first decodable object of a reply with several braces",
-                 variants={"json_last_object": lambda: from_start(lambda t: t.rfind("{")),
-                           "json_keeps_searching": searching}):
+                 variants=_specific({"json_last_object": lambda: from_start(lambda t: t.rfind("{")),
+                                     "json_keeps_searching": searching})):
         assert got == expected
 
 
@@ -298,10 +313,10 @@ def test_hidden_exact_match_edge_values(submission):
              {"flight_number": " BF2 ", "departure_time": "11:30", "gate": "B2"},
              {"flight_number": "CJ3", "departure_time": "09:05", "gate": "C3"}]
     preds = [{"flight_number": "AU1", "departure_time": "10:00", "gate": "12"},          # a number as text
-             {"flight_number": "BF2", "departure_time": "11:30", "gate": "B2", "seat": "3C"},  # an extra key
+             {"flight_number": "BF2  ", "departure_time": "11:30", "gate": "B2", "seat": "3C"},  # an extra key
              {}]                                                                          # nothing found
-    got = [submission.call("prompting.exact_match", preds, golds),
-           submission.call("prompting.exact_match", preds, golds, "gate")]
+    got = [submission.call_pure("prompting.exact_match", preds, golds),       # and leaves its inputs as they were
+           submission.call_pure("prompting.exact_match", preds, golds, "gate")]
     assert got == [pytest.approx(2 / 3), pytest.approx(2 / 3)], "values compare as str(value).strip(), both sides"
     with pytest.raises(ValueError):
         submission.call("prompting.exact_match", [], [])
@@ -333,13 +348,13 @@ def test_hidden_break_even_is_the_first_paying_call(submission, rng):
     for _ in range(6):
         cases.append((float(torch.rand(1, generator=rng)) * 500, int(torch.randint(50, 3000, (1,), generator=rng)),
                       float(torch.rand(1, generator=rng)) * 0.01 + 1e-4))
-    for cost, saved, price in cases:
-        n = submission.call("prompting.break_even_calls", cost, saved, price)
-        accepted = oracle.break_even_answers(cost, saved, price)
-        with explain(n, min(accepted), CATALOGUE, what="the first call at which the saving pays the cost back",
-                     variants={"break_even_ceil_rounding": lambda: math.ceil(cost / (saved / 1000 * price)),
-                               "break_even_plus_one": lambda: int(cost / (saved / 1000 * price)) + 1}):
-            assert type(n) is int and n in accepted, "the smallest n with n * saved / 1000 * price >= cost"
+    got = [submission.call("prompting.break_even_calls", cost, saved, price) for cost, saved, price in cases]
+    accepted = [oracle.break_even_answers(*case) for case in cases]
+    with explain(got, [min(a) for a in accepted], CATALOGUE, what="the first call at which the saving pays the cost back",
+                 variants={"break_even_ceil_rounding": lambda: [math.ceil(c / (s / 1000 * p)) for c, s, p in cases],
+                           "break_even_plus_one": lambda: [int(c / (s / 1000 * p)) + 1 for c, s, p in cases]}):
+        assert all(type(n) is int and n in ok for n, ok in zip(got, accepted)), \
+            "the smallest n (an int) with n * saved / 1000 * price >= cost"
     assert submission.call("prompting.break_even_calls", 0.0, 100, 0.5) == 0
     assert submission.call("prompting.break_even_calls", 0.0, 0, 0.5) == 0, "nothing to pay back: 0, even with no saving"
     for saved, price in ((0, 0.5), (100, 0.0)):

@@ -35,7 +35,8 @@ def _sft_variants(prompt, answer, tok, max_len):
     def ref(**flags):
         return lambda: oracle.sft_reference(prompt, answer, tok, max_len, **flags)
     return {"loss_on_prompt": ref(mask_prompt=False), "eos_masked_as_padding": ref(eos_masked_as_pad=True),
-            "left_padding": ref(left=True), "joint_tokenization": ref(joint=True), "missing_eos": ref(with_eos=False)}
+            "left_padding": ref(left=True), "joint_tokenization": ref(joint=True), "missing_eos": ref(with_eos=False),
+            "padding_in_labels": ref(pad_labels=True)}
 
 
 def _compare_sft(got, expected, variants, what):
