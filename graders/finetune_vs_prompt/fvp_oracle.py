@@ -92,7 +92,6 @@ def smollm2_spec() -> dict:
 MINILM = {"kind": "minilm"}
 MINILM_SEP = {"kind": "minilm", "eos": "[SEP]"}
 MINILM_SEP_NO_PAD = {"kind": "minilm", "eos": "[SEP]", "pad": False}
-MINILM_NO_EOS = {"kind": "minilm"}
 
 
 @functools.lru_cache(maxsize=1)

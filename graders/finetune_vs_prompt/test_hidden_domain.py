@@ -108,51 +108,59 @@ def _clear_queries(support, support_labels, queries, k, margin=2e-3):
     return keep
 
 
+@oracle.once
+def _knn_run(submission):
+    """The student's kNN (k = 5) on the clear queries, run once for the two tests below."""
+    support, support_labels, queries = _knn_setup()
+    chosen = [queries[i] for i in _clear_queries(support, support_labels, queries, oracle.KNN_K)]
+    return submission.call_pure("domain.knn_few_shot", support, support_labels, chosen, oracle.KNN_K)
+
+
+def _knn_cases(tied):
+    """The clear queries whose reference vote is (or is not) a tie, with their top-k rows."""
+    support, support_labels, queries = _knn_setup()
+    chosen = [queries[i] for i in _clear_queries(support, support_labels, queries, oracle.KNN_K)]
+    rows, _ = oracle.knn_votes(support, support_labels, chosen, oracle.KNN_K)
+    picked = []
+    for position, row in enumerate(rows):
+        labels = [support_labels[i] for i in row[:oracle.KNN_K]]
+        best = max(labels.count(x) for x in labels)
+        if (sum(1 for x in set(labels) if labels.count(x) == best) > 1) == tied:
+            picked.append((position, row, labels))
+    return support_labels, picked
+
+
 @pytest.mark.task("3.2")
 @pytest.mark.points(3)
 @pytest.mark.timeout(120)
 def test_hidden_knn_matches_the_reference_knn(submission):
-    support, support_labels, queries = _knn_setup()
-    keep = _clear_queries(support, support_labels, queries, oracle.KNN_K)
-    chosen = [queries[i] for i in keep]
-    got = submission.call_pure("domain.knn_few_shot", support, support_labels, chosen, oracle.KNN_K)
-    expected = oracle.knn_labels(support, support_labels, chosen, oracle.KNN_K)
-    rows, _ = oracle.knn_votes(support, support_labels, chosen, oracle.KNN_K)
-    with explain(got, expected, CATALOGUE, what="kNN labels (k = 5) of held-out sentences", variants={
-            "knn_nearest_only": lambda: [support_labels[row[0]] for row in rows]}):
-        assert got == expected
+    got = _knn_run(submission)
+    support_labels, cases = _knn_cases(tied=False)
+    assert isinstance(got, list) and len(got) >= max(p for p, _, _ in cases) + 1, "one label per query"
+    mine = [got[p] for p, _, _ in cases]
+    expected = [oracle.knn_label(row, support_labels, oracle.KNN_K) for _, row, _ in cases]
+    with explain(mine, expected, CATALOGUE, what="kNN labels (k = 5) of held-out sentences with a clear majority",
+                 variants={"knn_nearest_only": lambda: [labels[0] for _, _, labels in cases]}):
+        assert mine == expected
 
 
 @pytest.mark.task("3.2")
 @pytest.mark.points(1)
 @pytest.mark.timeout(120)
 def test_hidden_knn_breaks_ties_by_the_nearest(submission):
-    support, support_labels, queries = _knn_setup()
-    k = 4
-    rows, sims = oracle.knn_votes(support, support_labels, queries, k)
-    clear = set(_clear_queries(support, support_labels, queries, k))
-    ties = []
-    for q, row in enumerate(rows):
-        votes = sorted((support_labels[i] for i in row[:k]), key=lambda x: x)
-        counts = {label: votes.count(label) for label in votes}
-        if q in clear and sorted(counts.values()) == [2, 2]:
-            ties.append(q)
-    assert ties, "the test's own data has no tie"
-    chosen = [queries[q] for q in ties]
-    got = submission.call("domain.knn_few_shot", support, support_labels, chosen, k)
-    expected = oracle.knn_labels(support, support_labels, chosen, k)
-    chosen_rows = [rows[q] for q in ties]
+    got = _knn_run(submission)
+    support_labels, cases = _knn_cases(tied=True)
+    assert cases, "the test's own data has no tie"
+    assert isinstance(got, list) and len(got) >= max(p for p, _, _ in cases) + 1, "one label per query"
+    mine = [got[p] for p, _, _ in cases]
+    expected = [oracle.knn_label(row, support_labels, oracle.KNN_K) for _, row, _ in cases]
 
     def alphabetical():
-        out = []
-        for row in chosen_rows:
-            labels = [support_labels[i] for i in row[:k]]
-            best = max(labels.count(x) for x in labels)
-            out.append(min(x for x in labels if labels.count(x) == best))
-        return out
-    with explain(got, expected, CATALOGUE, what="kNN votes tied two against two (k = 4)",
+        return [min(x for x in labels if labels.count(x) == max(labels.count(y) for y in labels))
+                for _, _, labels in cases]
+    with explain(mine, expected, CATALOGUE, what="kNN votes (k = 5) tied between two labels",
                  variants={"knn_tie_alphabetical": alphabetical}):
-        assert got == expected
+        assert mine == expected
 
 
 @pytest.mark.task("3.2")

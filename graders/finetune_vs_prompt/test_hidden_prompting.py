@@ -38,11 +38,9 @@ def _shuffled_emails(rng):
     return [rows[i] for i in order]
 
 
-TOKENIZERS = {"MiniLM": oracle.MINILM, "SmolLM2": None}   # None: SmolLM2's spec, loaded when needed
-
-
 def _spec(name):
-    return oracle.smollm2_spec() if name == "SmolLM2" else TOKENIZERS[name]
+    """What a probe needs to build the tokenizer (SmolLM2's is sent as data)."""
+    return oracle.smollm2_spec() if name == "SmolLM2" else oracle.MINILM
 
 
 def _specific(variants):
@@ -54,6 +52,7 @@ def _specific(variants):
             values[name] = make()
         except Exception:
             continue
+
     def unique(name):
         v = values[name]
         return v is not None and not any(other != name and values[other] == v for other in values)
