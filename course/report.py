@@ -381,6 +381,23 @@ def _label(r: ResultRow) -> str:
     return getattr(r, "description", "") or r.name
 
 
+def _labels(rows: list[ResultRow]) -> dict[int, str]:
+    """Each row's label; cases of one described test (its parametrized copies) are told apart by
+    number ("dot of random vectors, case 2 of 3"), never by their parametrize ids, which may name inputs."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[_label(r)] = counts.get(_label(r), 0) + 1
+    seen: dict[str, int] = {}
+    out = {}
+    for r in rows:
+        label = _label(r)
+        if counts[label] > 1 and getattr(r, "description", ""):
+            seen[label] = seen.get(label, 0) + 1
+            label = f"{label}, case {seen[label]} of {counts[label]}"
+        out[id(r)] = label
+    return out
+
+
 def hidden_by_task(g: Graded) -> list[tuple[str, list[ResultRow]]]:
     """Hidden results grouped by task, in task order."""
     groups: dict[str, list[ResultRow]] = {}
@@ -436,12 +453,13 @@ def feedback_markdown(g: Graded, course: Course | None = None) -> str:
         lines += ["", "## Hidden tests", "", _hidden_header(g)]
         for task, rows in hidden:
             lines += ["", f"### {_task_heading(one(task))}", "", "| test | outcome | points |", "| --- | --- | --- |"]
+            label = _labels(rows)
             for r in rows:
-                lines.append(f"| {_cell(_label(r))} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
+                lines.append(f"| {_cell(label[id(r)])} | {r.outcome} | {_fmt(r.points)} / {_fmt(r.max_points)} |")
             causes = [r for r in rows if r.outcome not in ("passed", "pending") and getattr(r, "diagnosis", "")]
             if causes:
                 lines.append("")
-                lines += [f"- {_span(_label(r))}: {one(r.diagnosis, 1000)}" for r in causes]
+                lines += [f"- {_span(label[id(r)])}: {one(r.diagnosis, 1000)}" for r in causes]
     return "\n".join(lines) + "\n"
 
 
@@ -503,9 +521,10 @@ def feedback_html(g: Graded, course: Course | None = None) -> str:
         parts.append(f"<h2>Hidden tests</h2><p>{e(_hidden_header(g))}</p>")
         for task, rows in hidden:
             parts.append(f"<h3>{e(_task_heading(task))}</h3><table><tr><th>test</th><th>outcome</th><th>points</th></tr>")
+            label = _labels(rows)
             for r in rows:
                 cause = getattr(r, "diagnosis", "") if r.outcome not in ("passed", "pending") else ""
-                parts.append(f"<tr><td><code>{e(_label(r))}</code>"
+                parts.append(f"<tr><td><code>{e(label[id(r)])}</code>"
                              + (f"<div class='cause'>{e(cause)}</div>" if cause else "")
                              + f"</td><td class='{e(r.outcome)}'>{e(r.outcome)}</td>"
                              f"<td>{_fmt(r.points)} / {_fmt(r.max_points)}</td></tr>")

@@ -98,9 +98,10 @@ def csv_cell(value: Any, limit: int = 20000) -> str:
     return text
 
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    """A plain decimal number (``-3.5``, ``1e-3``); not ``-inf``, ``-INFINITY`` or ``-nan``, which a
+    spreadsheet reads as a name inside a formula."""
+    return _DECIMAL.fullmatch(text) is not None

@@ -14,7 +14,8 @@ from staffkit import cli, grade, results, said, submit
 
 from conftest import make_class
 
-DOT = "torch.testing.assert_close(submission.call(\"vecops.dot\", a, b), torch.dot(a, b))"
+DOT = "torch.testing.assert_close(out, expected)"
+LOOSE = "torch.testing.assert_close(out, expected, atol=1.0, rtol=0)"   # the "fix": bob's dot passes
 
 
 def snapshot(toy):
@@ -38,7 +39,8 @@ def test_a_grader_fix_is_previewed_then_held_then_accepted(toy, tmp_path):
     course = api.load_course(toy / "course.yml")
     assert csv_scores(course) == {"alice": "8.1", "bob": "4.5"}                        # bob's dot is off by 0.5
     hidden = toy / "graders" / "vecops" / "test_hidden_vecops.py"
-    hidden.write_text(hidden.read_text().replace(DOT, DOT.replace("))", "), atol=1.0, rtol=0)")))
+    assert DOT in hidden.read_text()
+    hidden.write_text(hidden.read_text().replace(DOT, LOOSE))
     before = snapshot(toy)
 
     preview = cli(toy, "grade", "--preview", "--backend", "local")
