@@ -346,3 +346,13 @@ def test_six_students_with_one_file_get_six_equal_grades(toy, tmp_path):
             seen.append((g.points, g.pending, tuple((r.name, r.outcome, r.points) for r in gb.results(g.id))))
     assert len(seen) == 6 and len(set(seen)) == 1, seen
     assert seen[0][0] == 9.0 and seen[0][1] == 1
+
+
+def test_a_bug_may_target_a_solution_notebook_but_nothing_else():
+    problems: list[str] = []
+    bug = variants.parse_bug({"what": "w", "file": "activity.ipynb", "old": "a", "new": "b"}, "bugs[0]", problems)
+    assert bug is not None and bug.file == "activity.ipynb" and problems == []
+    for bad in ("notes.txt", "../domain.py", "sub/domain.py"):
+        problems = []
+        assert variants.parse_bug({"what": "w", "file": bad, "old": "a", "new": "b"}, "bugs[1]", problems) is None
+        assert problems and problems[0].startswith("bugs[1].file:")

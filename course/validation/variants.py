@@ -86,8 +86,9 @@ def parse_bug(entry: Any, where: str, problems: list[str]) -> Bug | None:
         problems.append(f"{where}: unknown key(s) {', '.join(map(str, unknown))} (known: what, file, old, new)")
     what, old, new = (_text(entry, k, where, problems) for k in ("what", "old", "new"))
     file = _text(entry, "file", where, problems, required=False)
-    if file is not None and (Path(file).name != file or not file.endswith(".py")):
-        problems.append(f"{where}.file: {file!r} must be the name of a solution module (e.g. attention.py)")
+    if file is not None and (Path(file).name != file or not file.endswith((".py", ".ipynb"))):
+        problems.append(f"{where}.file: {file!r} must be the name of a solution module or notebook "
+                        "(e.g. attention.py, activity.ipynb)")
         return None
     if what is None or old is None or new is None:
         return None

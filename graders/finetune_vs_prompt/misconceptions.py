@@ -14,17 +14,17 @@ CATALOGUE = catalogue({
     "count_with_special_tokens": Misconception(
         "Your counts include the tokenizer's special tokens ([CLS], [SEP]): a budget counts the text itself, "
         "so call the tokenizer with add_special_tokens=False.",
-        task="1.1", bug={"old": 'return len(tokenizer(text, add_special_tokens=False)["input_ids"])',
+        task="1.1", bug={"file": "prompting.py", "old": 'return len(tokenizer(text, add_special_tokens=False)["input_ids"])',
                          "new": 'return len(tokenizer(text)["input_ids"])'}),
     "count_words": Misconception(
         "Your counts are words, not tokens: a context window is measured in the model's tokens, so ask the "
         "tokenizer.",
-        task="1.1", bug={"old": 'return len(tokenizer(text, add_special_tokens=False)["input_ids"])',
+        task="1.1", bug={"file": "prompting.py", "old": 'return len(tokenizer(text, add_special_tokens=False)["input_ids"])',
                          "new": "return len(text.split())"}),
     "budget_summed_pieces": Misconception(
         "Your budget adds up the token counts of the pieces; with a BPE tokenizer the joined prompt has a "
         "different count (a newline merges with the blank line after it). Measure the whole prompt each time.",
-        task="1.2", bug={
+        task="1.2", bug={"file": "prompting.py", 
             "old": "    n = 0\n    while n < len(examples) and count_tokens(render(n + 1), tokenizer) <= max_tokens:\n"
                    "        n += 1\n",
             "new": "    n, used = 0, needed\n    while n < len(examples):\n        x, y = examples[n]\n"
@@ -33,12 +33,12 @@ CATALOGUE = catalogue({
     "budget_strict_inequality": Misconception(
         "Your prompt stops one example early when it would fill the budget exactly: a prompt of exactly "
         "max_tokens tokens fits (<=, not <).",
-        task="1.2", bug={"old": "count_tokens(render(n + 1), tokenizer) <= max_tokens:",
+        task="1.2", bug={"file": "prompting.py", "old": "count_tokens(render(n + 1), tokenizer) <= max_tokens:",
                          "new": "count_tokens(render(n + 1), tokenizer) < max_tokens:"}),
     "skips_examples_that_do_not_fit": Misconception(
         "Your prompt skips an example that does not fit and goes on with later ones: take examples in order "
         "and stop at the first that no longer fits.",
-        task="1.2", bug={
+        task="1.2", bug={"file": "prompting.py", 
             "old": "    n = 0\n    while n < len(examples) and count_tokens(render(n + 1), tokenizer) <= max_tokens:\n"
                    "        n += 1\n    return render(n), n\n",
             "new": "    chosen = []\n    for example in examples:\n"
@@ -51,28 +51,28 @@ CATALOGUE = catalogue({
     "json_last_object": Misconception(
         "Your parser starts at the last opening brace of the reply: with a nested object, or a second object "
         "after the answer, that is the wrong one. Decode from the first brace that starts an object.",
-        task="1.3", bug={"old": 'start = text.find("{")', "new": 'start = text.rfind("{")'}),
+        task="1.3", bug={"file": "prompting.py", "old": 'start = text.find("{")', "new": 'start = text.rfind("{")'}),
     "json_keeps_searching": Misconception(
         "Your parser keeps looking for an object with the right keys after the first object: the first object "
         "is the answer, and when its keys are wrong the answer is None.",
-        task="1.3", bug={"old": "return value if set(value) == set(keys) else None",
+        task="1.3", bug={"file": "prompting.py", "old": "return value if set(value) == set(keys) else None",
                          "new": "if set(value) == set(keys):\n            return value\n"
                                 "        start = text.find(\"{\", start + 1)"}),
     "json_extra_keys_accepted": Misconception(
         "Your parser accepts an object with extra keys: its keys must be exactly the expected ones.",
-        task="1.3", bug={"old": "return value if set(value) == set(keys) else None",
+        task="1.3", bug={"file": "prompting.py", "old": "return value if set(value) == set(keys) else None",
                          "new": "return value if set(keys) <= set(value) else None"}),
     "break_even_ceil_rounding": Misconception(
         "Your break-even is math.ceil of a float division, one call off where the division rounds up past "
         "a whole number: check the docstring's condition itself.",
-        task="1.5", bug={"old": "    n = math.ceil(finetune_cost / saving)   # a first guess, then the condition itself decides\n"
+        task="1.5", bug={"file": "prompting.py", "old": "    n = math.ceil(finetune_cost / saving)   # a first guess, then the condition itself decides\n"
                                 "    while n > 0 and pays(n - 1):\n        n -= 1\n    while not pays(n):\n"
                                 "        n += 1\n    return n\n",
                          "new": "    return math.ceil(finetune_cost / saving)\n"}),
     "break_even_plus_one": Misconception(
         "Your break-even is one call too many when the saving divides the cost exactly: the first paying call "
         "is the smallest n with n * saving >= cost (>=, not >).",
-        task="1.5", bug={"old": "    n = math.ceil(finetune_cost / saving)   # a first guess, then the condition itself decides\n"
+        task="1.5", bug={"file": "prompting.py", "old": "    n = math.ceil(finetune_cost / saving)   # a first guess, then the condition itself decides\n"
                                 "    while n > 0 and pays(n - 1):\n        n -= 1\n    while not pays(n):\n"
                                 "        n += 1\n    return n\n",
                          "new": "    return int(finetune_cost / saving) + 1\n"}),
