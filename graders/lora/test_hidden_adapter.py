@@ -120,6 +120,12 @@ def test_save_adapter_loads_in_peft(submission, rng, tmp_path, targets, r, alpha
     fact("config_without_base_model", meta.get("base_model_name_or_path") is None,
          "adapter_config.json describes the adapter")
     assert meta.get("base_model_name_or_path") == "tiny-llama"
+    # the adapters saved here have no dropout; the config describes them as they are (a missing key
+    # is peft's default, which says the same)
+    assert meta.get("lora_dropout", 0.0) == 0.0, \
+        f"adapter_config.json: lora_dropout must be the layers' dropout (0.0 here), got {meta.get('lora_dropout')!r}"
+    assert meta.get("fan_in_fan_out", False) is False, \
+        "adapter_config.json: fan_in_fan_out must be false (nn.Linear stores its weight as (out, in))"
     loaded = PeftModel.from_pretrained(oracle.tiny_model(config, state), folder).eval()
     for name, (a, b) in adapters.items():  # every tensor arrived, under its own name
         layer = loaded.base_model.model.get_submodule(name)
