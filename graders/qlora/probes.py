@@ -294,6 +294,65 @@ def load_course_backend(cfg, texts, r, alpha, probe_layer, x, B):
                 "loss": float(loss.detach()), "probe": _lora_output(modules[probe_layer], x, B)}
 
 
+def load_bf16_backend(cfg, texts, r, alpha, probe_layer, x, seed):
+    """load_for_training(backend="bf16") of a saved bfloat16 tiny Llama (peft's LoRA, no
+    quantisation: it runs on the CPU), then one training step with a forward pre-hook on every
+    decoder layer's attention: the parameters, how often each attention was entered, and one
+    adapted layer's output next to its base layer's for x after setting its B to values drawn from
+    ``seed`` in B's own shape (peft's module names: ``base_model.model.<layer>`` holds
+    ``base_layer``, ``lora_A.default``, ``lora_B.default``)."""
+    import qlora
+    tokenizer, _ = _tokenizer()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = _save_tiny_llama(cfg, os.path.join(tmp, "model"))
+        model = qlora.load_for_training(model_dir, "bf16", r, alpha, torch.device("cpu"))
+        modules = dict(model.named_modules())
+        calls = {}
+        for name in (n for n in modules if n.endswith(".self_attn")):
+            calls[name] = 0
+            modules[name].register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model.train()
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        loss.backward()
+        layer = modules["base_model.model." + probe_layer]
+        with torch.no_grad():
+            lora_B = layer.lora_B["default"].weight
+            lora_B.copy_(torch.randn(lora_B.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
+            xs = x.to(layer.base_layer.weight.dtype)
+            probe = {"A": layer.lora_A["default"].weight.detach().clone(), "B": lora_B.detach().clone(),
+                     "x": xs, "out": layer(xs), "base_out": layer.base_layer(xs)}
+        return {"parameters": _parameters(model), "layer_calls": dict(calls), "loss": float(loss.detach()),
+                "probe": probe}
+
+
+def save_course_adapter(cfg, r, alpha, seed, base_model):
+    """save_adapter(backend="course") without training: quantize_model(r, alpha) on a float32 tiny
+    Llama, every B set from ``seed``, then saved twice: into a folder that already exists and into
+    one whose parent folders do not exist yet. The folders it returned and was given, their files
+    as bytes, and the model's LoRA matrices."""
+    import qlora
+    model, _ = qlora.quantize_model(_tiny_llama(cfg, torch.float32), r=r, alpha=alpha)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    saved = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        existing = os.path.join(tmp, "existing")
+        os.makedirs(existing)
+        nested = os.path.join(tmp, "new", "nested", "adapter")
+        for case, folder in (("existing", existing), ("nested", nested)):
+            returned = qlora.save_adapter(model, folder, "course", r=r, alpha=alpha, base_model=base_model)
+            saved[case] = {"given": os.path.realpath(folder),
+                           "returned": os.path.realpath(str(returned)) if returned is not None else "",
+                           "files": _folder_files(folder)}
+    return {"saved": saved, "lora": lora}
+
+
 def load_unknown_backend(cfg, backend):
     """load_for_training of a saved tiny Llama with a backend name the docstring does not list."""
     import qlora

@@ -149,7 +149,7 @@ def test_course_training_keeps_the_codes_and_learns(submission, rng):
 # ------------------------------------------------------------------ CPU: load_for_training and train_qlora
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(3)
+@pytest.mark.points(2.5)
 @pytest.mark.timeout(120)
 def test_load_for_training_course_backend(submission, rng):
     """bfloat16 weights, only A and B trainable, bitsandbytes' codes, gradient checkpointing (each
@@ -182,6 +182,35 @@ def test_load_for_training_course_backend(submission, rng):
 
 
 @pytest.mark.task("4.1")
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_load_for_training_bf16_backend(submission, rng):
+    """The bf16 baseline needs no GPU: peft's LoRA with rank r on every linear layer but the head,
+    scaled by alpha / r, on a frozen bfloat16 base, with gradient checkpointing."""
+    r, alpha = 4, 12   # neither is peft's default (r 8, lora_alpha 8)
+    x = torch.randn(3, TINY["hidden"], generator=rng)
+    got = submission.run(probes.load_bf16_backend, TINY, memorisable(rng, 2), r, alpha, PROBE_LAYER, x, 5)
+    params = got["parameters"]
+    # peft's parameter names: base_model.model.<layer>.lora_A.default.weight
+    expected = {key.removesuffix(".weight") + ".default.weight": shape for key, shape in adapter_shapes(TINY, r).items()}
+    trainable = {n: shape for n, (shape, _, flag) in params.items() if flag}
+    missing, extra = sorted(set(expected) - set(trainable)), sorted(set(trainable) - set(expected))
+    assert not missing and not extra, \
+        f"trainable parameters: peft's LoRA on all linear layers but the head; missing {missing[:3]}, extra {extra[:3]}"
+    wrong = sorted(n for n in expected if trainable[n] != expected[n])
+    assert not wrong, f"LoRA matrices not of rank r = {r}: {[(n, trainable[n]) for n in wrong[:2]]}"
+    base = sorted({str(d).removeprefix("torch.") for n, (_, d, flag) in params.items() if not flag})
+    assert base == ["bfloat16"], f"the frozen base's dtypes: {base}"
+    calls = got["layer_calls"]
+    assert len(calls) == TINY["layers"] and set(calls.values()) == {2}, \
+        f"gradient checkpointing: forward passes per layer in one training step: {calls}"
+    probe = got["probe"]
+    update = probe["x"].float() @ probe["A"].float().T @ probe["B"].float().T
+    scaling = fitted_scaling(probe["out"], probe["base_out"], update)
+    assert scaling == alpha / r, f"the bf16 backend's layers scale their update by {scaling}, not alpha / r = {alpha / r}"
+
+
+@pytest.mark.task("4.1")
 @pytest.mark.points(0.5)
 @pytest.mark.timeout(120)
 def test_load_for_training_rejects_an_unknown_backend(submission):
@@ -190,7 +219,7 @@ def test_load_for_training_rejects_an_unknown_backend(submission):
 
 
 @pytest.mark.task("4.1")
-@pytest.mark.points(3)
+@pytest.mark.points(2.5)
 @pytest.mark.timeout(120)
 def test_train_qlora_course_backend(submission, rng):
     got = submission.run(probes.train_course_backend, TINY, memorisable(rng, 8), 16, 1e-2, 8, 16, 4, 48)
@@ -210,7 +239,7 @@ def test_train_qlora_course_backend(submission, rng):
 
 
 @pytest.mark.task("4.2")
-@pytest.mark.points(3.5)
+@pytest.mark.points(2.5)
 @pytest.mark.timeout(120)
 def test_course_adapter_loads_with_peft(submission, rng):
     """The adapter folder, loaded here with peft onto this side's own base model: the files' A and B
@@ -254,6 +283,53 @@ def test_course_adapter_loads_with_peft(submission, rng):
         assert not zero, f"B is still zero after training in {zero[:3]}"
     loss = oracle.lm_loss(model, texts)
     assert loss <= 0.85 * base_loss, f"the saved adapter lowers the loss only from {base_loss:.2f} to {loss:.2f}"
+
+
+def safetensors_metadata(data):
+    """The metadata of a safetensors file (bytes), read here with safetensors' safe_open."""
+    import tempfile
+    from safetensors import safe_open
+    with tempfile.TemporaryDirectory(prefix="qlora-metadata-") as folder:
+        path = f"{folder}/adapter_model.safetensors"
+        with open(path, "wb") as f:
+            f.write(data)
+        with safe_open(path, "pt") as f:
+            return f.metadata()
+
+
+@pytest.mark.task("4.2")
+@pytest.mark.points(1)
+@pytest.mark.timeout(120)
+def test_save_adapter_writes_peft_files(submission):
+    """save_adapter without training, like peft's save_pretrained: into a folder that exists already
+    and into one whose parents do not exist yet; the config's r and lora_alpha are the arguments
+    (neither is peft's default), the tensors are the model's A and B, the safetensors metadata
+    is peft's (or none), and peft loads the folder onto this side's own base model."""
+    r, alpha = 4, 12
+    got = submission.run(probes.save_course_adapter, TINY, r, alpha, 7, "tiny-llama")
+    lora = got["lora"]
+    for case, saved in got["saved"].items():
+        where = {"existing": "into a folder that already exists", "nested": "into a folder with new parents"}[case]
+        assert saved["returned"] == saved["given"], f"save_adapter {where} must return the output_dir it was given"
+        files = saved["files"]
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files), f"{where}: files {sorted(files)}"
+        config, tensors = oracle.read_adapter(files)
+        facts = {k: config.get(k) for k in ("r", "lora_alpha", "peft_type", "base_model_name_or_path")}
+        assert facts == {"r": r, "lora_alpha": alpha, "peft_type": "LORA", "base_model_name_or_path": "tiny-llama"}, \
+            f"adapter_config.json {where}: {facts}"
+        assert sorted(config.get("target_modules") or []) == sorted(PROJECTIONS), \
+            f"target_modules: {config.get('target_modules')}"
+        metadata = safetensors_metadata(files["adapter_model.safetensors"])
+        assert metadata is None or metadata.get("format") == "pt", \
+            f"adapter_model.safetensors metadata {metadata}: peft writes {{'format': 'pt'}}"
+        expected = {f"base_model.model.{n}": t for n, t in lora.items()}
+        assert sorted(tensors) == sorted(expected), f"tensor names, e.g. {sorted(tensors)[:2]}"
+        differ = sorted(k for k in expected if tensors[k].dtype != expected[k].dtype
+                        or not torch.equal(tensors[k], expected[k]))
+        assert not differ, f"saved tensors differ from the model's A and B: {differ[:3]}"
+        _, info = oracle.load_adapter(oracle.tiny_llama(TINY), files)
+        loaded = sorted(n for n, f in info["layers"].items() if f["A_from_file"] and f["B_from_file"])
+        assert len(loaded) == 7 * TINY["layers"], f"peft loaded the saved A and B into {len(loaded)} layers"
 
 
 # ------------------------------------------------------------------ GPU: bitsandbytes + peft
