@@ -78,7 +78,8 @@ def lora_training(config, seed, pairs, steps, r, alpha, lr, batch_size, probe_id
     """Fine-tune a fresh tiny Llama with the student's finetune_lora, once per entry of ``noise``
     (same arguments; torch's global generator set to that seed first, when not None). For each
     run: the reported losses, every parameter afterwards, which require grad, which modules are
-    in training mode, the LoRA layers' own settings, and the model's logits on ``probe_ids``."""
+    in training mode, the LoRA layers' own settings, the task type of each adapter config that peft
+    attached to the model, and the model's logits on ``probe_ids``."""
     import torch
     import finetuning
     tok = _tokenizer({"kind": "minilm", "eos": "[SEP]"})
@@ -99,7 +100,11 @@ def lora_training(config, seed, pairs, steps, r, alpha, lr, batch_size, probe_id
                 drop = m.lora_dropout["default"] if "default" in getattr(m, "lora_dropout", {}) else None
                 layers[name] = {"r": m.r.get("default"), "scaling": m.scaling.get("default"),
                                 "dropout": float(getattr(drop, "p", 0.0))}
-        out.append({"losses": [float(x) for x in losses],
+        configs = getattr(model, "peft_config", None) or {}
+        task_types = {str(name): (None if getattr(c, "task_type", None) is None
+                                  else str(getattr(c.task_type, "value", c.task_type)))
+                      for name, c in configs.items()}
+        out.append({"losses": [float(x) for x in losses], "task_types": task_types,
                     "params": {n: p.detach().clone() for n, p in model.named_parameters()},
                     "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
                     "training": training, "layers": layers, "logits": logits})

@@ -168,9 +168,18 @@ def test_hidden_knn_breaks_ties_by_the_nearest(submission):
 @pytest.mark.timeout(120)
 def test_hidden_knn_refuses_a_k_out_of_range(submission):
     support, support_labels, queries = _knn_setup()
+    # eight support texts, five of one label: with k = 8 (every support text votes) that label
+    # wins for any query, so the answer does not depend on float noise in the similarities
+    majority = support_labels[0]
+    pick = [i for i, y in enumerate(support_labels) if y == majority][:5] \
+        + [i for i, y in enumerate(support_labels) if y != majority][:3]
+    texts, labels = [support[i] for i in pick], [support_labels[i] for i in pick]
     for k in (0, 9):
         with pytest.raises(ValueError):
-            submission.call("domain.knn_few_shot", support[:8], support_labels[:8], queries[:2], k)
+            submission.call("domain.knn_few_shot", texts, labels, queries[:2], k)
+    got = submission.call("domain.knn_few_shot", texts, labels, queries[:2], len(texts))
+    assert got == [majority, majority], \
+        "k equal to the number of support texts is allowed: every support text votes"
 
 
 # ------------------------------------------------------------------ 3.3
@@ -237,3 +246,6 @@ def test_hidden_accuracy_is_the_fraction_right(submission, rng):
     with explain(float(reported), expected, CATALOGUE, what="the fraction of right predictions",
                  variants={"accuracy_as_count": lambda: float(sum(p == y for p, y in zip(predicted, labels)))}):
         assert float(reported) == pytest.approx(expected)
+    for n_texts, n_labels in ((3, 2), (2, 3), (0, 0)):   # texts and labels must pair up, and be there
+        with pytest.raises(ValueError):
+            submission.run(probes.accuracy_of_untrained, texts[:n_texts], labels[:n_labels], label_set, 0)

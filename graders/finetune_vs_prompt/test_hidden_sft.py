@@ -178,6 +178,8 @@ def test_hidden_lora_trains_only_the_adapters(submission):
                  what="the adapters' rank and scaling"):
         assert all(v["r"] == R and v["scaling"] == ALPHA / R for v in layers.values()), "r and lora_alpha as given"
     assert all(v["dropout"] == 0.0 for v in layers.values()), "lora_dropout=0.0"
+    assert run["task_types"] == {"default": "CAUSAL_LM"}, \
+        "one LoraConfig with task_type=\"CAUSAL_LM\" (a causal-LM PEFT model), as the docstring specifies"
     with explain(run["training"], [], CATALOGUE, variants={"left_in_train_mode": lambda: run["training"] or None},
                  what="the model's mode after training"):
         assert run["training"] == [], "leave the model in eval mode"

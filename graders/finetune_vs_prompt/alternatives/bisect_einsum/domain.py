@@ -114,5 +114,7 @@ def finetune_classifier(texts, labels, *, method="lora", epochs=3, lr=6e-3, r=8,
 
 
 def accuracy(model, texts, labels):
+    if not texts or len(texts) != len(labels):
+        raise ValueError("accuracy needs one label per text, and at least one text")
     predicted = model.predict(texts)
     return float(sum(int(a == b) for a, b in zip(predicted, labels))) / len(labels)

@@ -105,5 +105,7 @@ def finetune_classifier(texts, labels, *, method="lora", epochs=3, lr=6e-3, r=8,
 
 
 def accuracy(model, texts, labels):
+    if len(texts) == 0 or len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts, {len(labels)} labels")
     predicted = model.predict(texts)
     return sum(map(str.__eq__, predicted, labels)) / len(labels)

@@ -122,5 +122,7 @@ def finetune_classifier(texts, labels, *, method="lora", epochs=3, lr=6e-3, r=8,
 def accuracy(model, texts, labels):
     if len(texts) != len(labels):
         raise ValueError("texts and labels differ in length")
+    if not labels:
+        raise ValueError("no texts to score")
     hits = [a == b for a, b in zip(model.predict(texts), labels)]
     return sum(hits) / len(hits)

@@ -109,4 +109,6 @@ def finetune_classifier(texts, labels, *, method="lora", epochs=3, lr=6e-3, r=8,
 
 
 def accuracy(model, texts, labels):
+    if np.shape(texts) != np.shape(labels) or np.size(labels) == 0:
+        raise ValueError("texts and labels must be non-empty and of the same length")
     return float(np.mean(np.array(model.predict(list(texts))) == np.array(labels)))
