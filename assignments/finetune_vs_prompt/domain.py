@@ -132,5 +132,7 @@ def finetune_classifier(texts: list[str], labels: list[str], *, method: str = "l
 
 # Task 3.4
 def accuracy(model: EncoderClassifier, texts: list[str], labels: list[str]) -> float:
-    """The fraction of ``texts`` whose predicted label equals the gold one (a float in [0, 1])."""
+    """The fraction of ``texts`` whose predicted label equals the gold one (a float in [0, 1]).
+
+    Raises ``ValueError`` when ``texts`` and ``labels`` differ in length or are empty."""
     raise NotImplementedError("Task 3.4: accuracy")

@@ -186,7 +186,9 @@ def finetune_classifier(texts: list[str], labels: list[str], *, method: str = "l
 
 # Task 3.4
 def accuracy(model: EncoderClassifier, texts: list[str], labels: list[str]) -> float:
-    """The fraction of ``texts`` whose predicted label equals the gold one (a float in [0, 1])."""
+    """The fraction of ``texts`` whose predicted label equals the gold one (a float in [0, 1]).
+
+    Raises ``ValueError`` when ``texts`` and ``labels`` differ in length or are empty."""
     # BEGIN SOLUTION
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"need as many labels as texts, and at least one: {len(texts)} texts, {len(labels)} labels")
