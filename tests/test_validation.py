@@ -252,9 +252,12 @@ def toy_reports(tmp_path_factory):
 
 @pytest.mark.slow
 def test_toy_course_passes_every_check(toy_reports):
-    rep, _ = toy_reports
+    rep, messages = toy_reports
     checks = {name: (ok, detail) for name, ok, detail in rep.checks}
     assert rep.ok, [c for c in rep.checks if not c[1]]
+    # bugs[2] makes the same file as the misconception keeps_last_vector: graded once, judged twice
+    assert any("3 bugs (1 judged from their misconception's grading)" in m for m in messages), messages[:3]
+    assert not any("vecops/bug/2#" in m for m in messages)
     assert checks["alternative implementations score full marks"] == (True, "2 style(s): functional, loops")
     assert checks["hand-written bugs lose points"] == (True, "3 caught")
     assert checks["misconceptions are proven (grade drops, diagnosed by that name only)"] == (True, "2 proven")

@@ -108,6 +108,7 @@ class _Plan:
     catalogue: var.Catalogue | None = None
     misconceptions: dict[str, str] = field(default_factory=dict)     # job key -> name
     misconception_problems: list[str] = field(default_factory=list)
+    same_as: dict[str, str] = field(default_factory=dict)            # bug key -> the misconception job
     mutants_file: var.MutantsFile | None = None
     mutants: dict[str, mut.Mutant] = field(default_factory=dict)     # candidate key -> mutant
     generated: int = 0
@@ -148,8 +149,10 @@ def run(course: Course, reports: dict[str, Any], solutions: dict[str, JobResult]
     count = len(candidates) + len(extra)
     if count:
         say(f"grading {count} variant(s) of {len(plans)} assignment(s): "
-            + ", ".join(f"{s}: {len(p.mutants)} mutants, {len(p.bugs)} bugs, {len(p.alternatives)} alternatives, "
-                        f"{len(p.misconceptions)} misconceptions" for s, p in plans.items()))
+            + ", ".join(f"{s}: {len(p.mutants)} mutants, {len(p.bugs)} bugs"
+                        + (f" ({len(p.same_as)} judged from their misconception's grading)" if p.same_as else "")
+                        + f", {len(p.alternatives)} alternatives, {len(p.misconceptions)} misconceptions"
+                        for s, p in plans.items()))
     done = [0]
 
     def grade(jobs: list[Job]) -> list[JobResult]:
@@ -187,6 +190,10 @@ def _plan_assignment(course: Course, plan: _Plan, spec: Any, base: Path, options
             key = f"{slug}/alternative/{style}"
             plan.alternatives[key] = style
             extra.append(Job(key, spec, var.variant_folder(base, next(folders), dict(files))))
+        plan.catalogue = var.load_catalogue(hidden)
+        graded: dict[tuple[str, str], str] = {}    # (file, text) -> the misconception job grading it in full
+        if plan.catalogue is not None:
+            graded = _plan_misconceptions(plan, spec, base, solutions, folders, extra)
         for i, bug in enumerate(plan.mutants_file.bugs):
             applied = var.apply_bug(solutions, bug)
             if isinstance(applied, str):
@@ -194,11 +201,11 @@ def _plan_assignment(course: Course, plan: _Plan, spec: Any, base: Path, options
                 continue
             key = f"{slug}/bug/{i}"
             plan.bugs[key] = bug
+            if applied in graded:                  # the same file as a misconception's: judged from that grading
+                plan.same_as[key] = graded[applied]
+                continue
             candidates.append(kill.Candidate(key, spec, var.variant_folder(base, next(folders), dict([applied])),
                                              var.bug_task(solutions, bug)))
-        plan.catalogue = var.load_catalogue(hidden)
-        if plan.catalogue is not None:
-            _plan_misconceptions(plan, spec, base, solutions, folders, extra)
     if options.mutants:
         generated = mut.generate(solutions)
         plan.generated = len(generated)
@@ -214,8 +221,11 @@ def _plan_assignment(course: Course, plan: _Plan, spec: Any, base: Path, options
 
 
 def _plan_misconceptions(plan: _Plan, spec: Any, base: Path, solutions: Path, folders: Any,
-                         extra: list[Job]) -> None:
+                         extra: list[Job]) -> dict[tuple[str, str], str]:
+    """Plan one full grading per catalogue entry; return (file, text) -> its job key, so that a
+    hand-written bug making the very same file is judged from that grading, not graded again."""
     from course.grading import diagnose
+    graded: dict[tuple[str, str], str] = {}
     cat = plan.catalogue
     assert cat is not None
     problems = plan.misconception_problems
@@ -238,7 +248,9 @@ def _plan_misconceptions(plan: _Plan, spec: Any, base: Path, solutions: Path, fo
             continue
         key = f"{plan.slug}/misconception/{name}"
         plan.misconceptions[key] = name
+        graded.setdefault(applied, key)
         extra.append(Job(key, spec, var.variant_folder(base, next(folders), dict([applied]))))
+    return graded
 
 
 def _folders(root: Path) -> Iterator[Path]:
@@ -264,6 +276,10 @@ def _judge_assignment(course: Course, rep: Checks, plan: _Plan, verdicts: dict[s
         rep.add("mutants.yml is well formed", False, "; ".join(mf.problems[:5]))
     if options.variants:
         _judge_alternatives(rep, plan, results, hidden)
+        passed = set(plan.baseline.passed)
+        for key, job in plan.same_as.items():
+            full = results.get(job)
+            verdicts[key] = (kill.verdict_of(full, passed) if full is not None else None) or kill.Verdict(False)
         kept = [plan.bugs[k].what for k in plan.bugs if not verdicts.get(k, kill.Verdict(False)).killed]
         problems = [f"keeps full marks: {w}" for w in kept] + [f"stale: {s}" for s in plan.stale_bugs]
         detail = "; ".join(problems[:8]) if problems else (
