@@ -7,6 +7,8 @@ messages, inputs and assertion text never reach a student-facing file.
 
 from __future__ import annotations
 
+import collections
+
 import csv
 import datetime as dt
 import io
@@ -384,15 +386,13 @@ def _label(r: ResultRow) -> str:
 def _labels(rows: list[ResultRow]) -> dict[int, str]:
     """Each row's label; cases of one described test (its parametrized copies) are told apart by
     number ("dot of random vectors, case 2 of 3"), never by their parametrize ids, which may name inputs."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[_label(r)] = counts.get(_label(r), 0) + 1
-    seen: dict[str, int] = {}
+    counts = collections.Counter(_label(r) for r in rows)
+    seen: collections.Counter[str] = collections.Counter()
     out = {}
     for r in rows:
         label = _label(r)
         if counts[label] > 1 and getattr(r, "description", ""):
-            seen[label] = seen.get(label, 0) + 1
+            seen[label] += 1
             label = f"{label}, case {seen[label]} of {counts[label]}"
         out[id(r)] = label
     return out
